@@ -1,0 +1,74 @@
+"""Errors a request can hit; `main.py` maps each to one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RunError(Exception):
+    """A request broke a run-state rule.
+
+    * RunError
+      + RunNotFound
+      + ArtifactNotFound
+      + RunNotRetryable
+      + RunNotCancellable
+      + ActiveRunExists
+      + IdempotencyKeyReused
+      + InvalidCursor
+    """
+
+    code = "run_error"
+
+    def extra(self) -> dict[str, Any]:
+        """Fields added to the error body next to `code` and `message`."""
+        return {}
+
+
+class RunNotFound(RunError):
+    """No run has this id (or the caller may not see it)."""
+
+    code = "workflow_not_found"
+
+
+class ArtifactNotFound(RunError):
+    """The run has no such artifact, or its file is gone or outside the artifact root."""
+
+    code = "artifact_not_found"
+
+
+class RunNotRetryable(RunError):
+    """The run is still in progress or already succeeded."""
+
+    code = "retry_not_allowed"
+
+
+class RunNotCancellable(RunError):
+    """The run has already ended."""
+
+    code = "cancel_not_allowed"
+
+
+class ActiveRunExists(RunError):
+    """Another run of the same repository and feature is still pending or running."""
+
+    code = "active_run_exists"
+
+    def __init__(self, message: str, active_run_id: str | None) -> None:
+        super().__init__(message)
+        self.active_run_id = active_run_id
+
+    def extra(self) -> dict[str, Any]:
+        return {"activeRunId": self.active_run_id}
+
+
+class IdempotencyKeyReused(RunError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    code = "idempotency_key_reused"
+
+
+class InvalidCursor(RunError):
+    """The pagination cursor was not issued by this API."""
+
+    code = "invalid_cursor"

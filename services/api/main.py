@@ -1,0 +1,164 @@
+"""Builds the API process: settings, logging, metrics, database, broker, FastAPI app and error mapping.
+
+Run with `python -m services.api` (uvicorn on API_HOST:API_PORT).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.schemas import Channel
+from faststream_fastapi import FastStreamAPI
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api import db, deps, events, routes
+from services.api.errors import (
+    ActiveRunExists,
+    ArtifactNotFound,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    RunError,
+    RunNotCancellable,
+    RunNotFound,
+    RunNotRetryable,
+)
+from services.api.settings import Settings
+from shared.logging import configure_logging
+from shared.metrics import configure_metrics
+from shared.topology import declare_topology
+
+HTTP_STATUS: dict[type[RunError], int] = {
+    RunNotFound: 404,
+    ArtifactNotFound: 404,
+    RunNotRetryable: 409,
+    RunNotCancellable: 409,
+    ActiveRunExists: 409,
+    IdempotencyKeyReused: 422,
+    InvalidCursor: 422,
+}
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+              415: "unsupported_media_type", 503: "service_unavailable"}
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether or not Content-Length is declared."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes")(
+                scope, receive, send
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(RunError)
+    async def run_error(_: Request, exc: RunError) -> JSONResponse:
+        return error(HTTP_STATUS[type(exc)], exc.code, str(exc), **exc.extra())
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Echo where and what, never the input itself: it may be huge or carry a secret.
+        problems = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))[:300], "type": e.get("type")}
+            for e in exc.errors()[:20]
+        ]
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        where = ".".join(first["loc"][1:] or first["loc"])
+        return error(422, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errors=problems)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return error(exc.status_code, code, str(exc.detail))
+
+    @api.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if db.is_unavailable(exc):
+            return error(503, "database_unavailable", "the database is unavailable; try again shortly")
+        raise exc
+
+
+def create_app(settings: Settings | None = None) -> FastStreamAPI:
+    """The ASGI app: FastAPI routes plus the AMQP subscribers, sharing dependencies (faststream-fastapi)."""
+    settings = settings or Settings()
+    configure_logging("api", level=settings.log_level, json=settings.log_json)
+    configure_metrics(settings)
+    database = db.configure_database(str(settings.database_url))
+    broker = RabbitBroker(
+        str(settings.rabbitmq_url),
+        default_channel=Channel(prefetch_count=settings.prefetch),
+        graceful_timeout=settings.graceful_timeout,
+        logger=logging.getLogger("api.broker"),
+    )
+    broker.include_router(events.router)
+    deps.configure(settings, broker)
+
+    api = FastAPI(title="MoonMind Spec Workflow", version="0.1.0")
+    api.include_router(routes.router)
+    _install_error_handlers(api)
+    api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {"database": False, "broker": False}
+        try:
+            async with database.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception as exc:
+            if not db.is_unavailable(exc):
+                raise
+        checks["broker"] = await broker.ping(timeout=2.0)
+        ready = all(checks.values())
+        return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    async def connect(b: Any) -> None:
+        await b.connect()
+        await declare_topology(b, settings.codex_shards)
+        await b.start()
+
+    return FastStreamAPI(broker, application=api, safe_connection=True, connection_hook=connect)

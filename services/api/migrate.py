@@ -1,0 +1,47 @@
+"""Database preparation: create the database if it is missing, then run Alembic to head."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+async def create_database_if_missing(database_url: str) -> bool:
+    """Create the database named in the URL (connecting to `postgres`); True when it was created."""
+    url = make_url(database_url)
+    name = url.database
+    if not name:
+        raise ValueError("DATABASE_URL names no database")
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(admin, timeout=10)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False  # created concurrently
+        return True
+    finally:
+        await conn.close()
+
+
+async def prepare_database(database_url: str) -> None:
+    """Create the database if needed and migrate it to head (Alembic runs its own event loop: use a thread)."""
+    await create_database_if_missing(database_url)
+    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "head")

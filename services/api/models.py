@@ -1,0 +1,233 @@
+"""Postgres schema (design §5): runs, task attempts, audits, artifacts, shards, users, outbox, inbox, timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+DEFAULT_USER_ID = UUID("00000000-0000-0000-0000-000000000000")
+DEFAULT_USER_EMAIL = "default@example.com"
+ACTIVE_RUN_STATUSES = ("pending", "running")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+    # Fetch server-side defaults (created_at, updated_at) with RETURNING: no lazy loads after a flush.
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class Run(Base):
+    __tablename__ = "spec_workflow_runs"
+    __table_args__ = (
+        # One active run per repository + feature, enforced by the database (no racy check-then-insert).
+        Index(
+            "uq_spec_workflow_runs_active",
+            text("lower(repository)"),
+            "feature_key",
+            unique=True,
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
+        Index(
+            "uq_spec_workflow_runs_idempotency",
+            "created_by",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index("ix_spec_workflow_runs_listing", "created_at", "id"),
+    )
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    repository: Mapped[str] = mapped_column(String(512))
+    feature_key: Mapped[str] = mapped_column(String(128))
+    base_branch: Mapped[str | None] = mapped_column(String(255))
+    base_sha: Mapped[str | None] = mapped_column(String(64))
+    requested_task_id: Mapped[str | None] = mapped_column(String(128))
+    publish_mode: Mapped[str] = mapped_column(String(16))
+    notes: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    result: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    current_task: Mapped[str | None] = mapped_column(String(32))
+    branch_name: Mapped[str | None] = mapped_column(String(255))
+    pr_url: Mapped[str | None] = mapped_column(String(1024))
+    codex_task_id: Mapped[str | None] = mapped_column(String(128))
+    codex_queue: Mapped[str | None] = mapped_column(String(64))
+    codex_volume: Mapped[str | None] = mapped_column(String(64))
+    codex_shard_index: Mapped[int | None] = mapped_column(Integer)
+    codex_preflight_status: Mapped[str | None] = mapped_column(String(16))
+    codex_preflight_message: Mapped[str | None] = mapped_column(Text)
+    codex_logs_path: Mapped[str | None] = mapped_column(String(1024))
+    codex_patch_path: Mapped[str | None] = mapped_column(String(1024))
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    """Each succeeded stage's summary by task name: what a retry carries forward."""
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[UUID] = mapped_column(ForeignKey("users.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.clock_timestamp()
+    )
+
+    tasks: Mapped[list[TaskState]] = relationship(
+        lazy="raise", order_by="(TaskState.attempt, TaskState.created_at)", viewonly=True
+    )
+    artifacts: Mapped[list[Artifact]] = relationship(lazy="raise", order_by="Artifact.created_at", viewonly=True)
+    credential_audits: Mapped[list[CredentialAudit]] = relationship(
+        lazy="raise", order_by="CredentialAudit.checked_at", viewonly=True
+    )
+
+
+class TaskState(Base):
+    """One row per task per attempt."""
+
+    __tablename__ = "spec_workflow_task_states"
+    __table_args__ = (
+        UniqueConstraint("run_id", "task_name", "attempt", name="uq_spec_workflow_task_states_key"),
+        Index(
+            "ix_spec_workflow_task_states_lease", "lease_until", postgresql_where=text("status = 'running'")
+        ),
+    )
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True)
+    task_name: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    """The command sent to the stage (no secrets): what a lease re-dispatch sends again."""
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    lease_until: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    redispatches: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.clock_timestamp()
+    )
+
+
+class CredentialAudit(Base):
+    __tablename__ = "workflow_credential_audits"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    codex_status: Mapped[str] = mapped_column(String(32))
+    github_status: Mapped[str] = mapped_column(String(32))
+    notes: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = _now()
+
+
+class Artifact(Base):
+    __tablename__ = "workflow_artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_workflow_artifacts_path"),)
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True)
+    artifact_type: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    """Relative to the run's directory under ARTIFACTS_ROOT; chosen by the system, never by input."""
+    task_name: Mapped[str | None] = mapped_column(String(32))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+
+
+class CodexShardRow(Base):
+    """A Codex shard as registered by the runner that serves it."""
+
+    __tablename__ = "codex_shards"
+
+    shard_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    queue_name: Mapped[str] = mapped_column(String(64))
+    volume_name: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    registered_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+
+
+class OutboxRow(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unsent", "available_at", postgresql_where=text("sent_at IS NULL")),)
+
+    id: Mapped[UUID] = mapped_column(primary_key=True)
+    """Becomes the AMQP message_id."""
+    routing_key: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    mandatory: Mapped[bool] = mapped_column(default=True)
+    """Commands must reach a queue; run events are for taps and may go unrouted."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    available_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None]
+
+
+class InboxRow(Base):
+    __tablename__ = "inbox"
+
+    message_id: Mapped[UUID] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = _now()
+
+
+class RunEvent(Base):
+    """The run's ordered timeline; `seq` counts from 1 per run."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_run_events_seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64))
+    task_name: Mapped[str | None] = mapped_column(String(32))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = _now()

@@ -1,0 +1,253 @@
+"""Operator actions on runs: create, retry, cancel, and the reads behind the API.
+
+Every function takes the caller's session and never commits: the route owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from services.api import outbox
+from services.api.dispatch import announce_status, dispatch, shard_of, timeline
+from services.api.errors import (
+    ActiveRunExists,
+    IdempotencyKeyReused,
+    RunNotCancellable,
+    RunNotFound,
+    RunNotRetryable,
+)
+from services.api.lifecycle import (
+    ACTIVE_RUN,
+    OPEN_TASK,
+    RETRYABLE_RUN,
+    Phase,
+    RunStatus,
+    TaskStatus,
+    resume_point,
+)
+from services.api.models import ACTIVE_RUN_STATUSES, Run, TaskState
+from shared.messages import PIPELINE, CancelTask, TaskName, new_message
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A validated run request."""
+
+    repository: str
+    feature_key: str
+    base_branch: str | None
+    task_id: str | None
+    publish_mode: str
+    notes: str | None
+
+    def matches(self, run: Run) -> bool:
+        return (run.repository, run.feature_key, run.base_branch, run.requested_task_id, run.publish_mode,
+                run.notes) == (self.repository, self.feature_key, self.base_branch, self.task_id,
+                               self.publish_mode, self.notes)
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    status: str | None = None
+    feature_key: str | None = None
+    repository: str | None = None
+
+
+async def lock_run(session: AsyncSession, run_id: UUID, *, owner: UUID | None = None) -> Run | None:
+    """The run row, locked for this transaction: every transition of a run is serialised on it."""
+    query = select(Run).where(Run.id == run_id).with_for_update()
+    if owner is not None:
+        query = query.where(Run.created_by == owner)
+    return (await session.scalars(query.execution_options(populate_existing=True))).one_or_none()
+
+
+async def _by_idempotency_key(session: AsyncSession, user_id: UUID, key: str) -> Run | None:
+    query = select(Run).where(Run.created_by == user_id, Run.idempotency_key == key)
+    return (await session.scalars(query)).one_or_none()
+
+
+async def _active_run_id(session: AsyncSession, repository: str, feature_key: str) -> UUID | None:
+    query = select(Run.id).where(
+        func.lower(Run.repository) == repository.lower(),
+        Run.feature_key == feature_key,
+        Run.status.in_(ACTIVE_RUN_STATUSES),
+    )
+    return (await session.scalars(query)).first()
+
+
+async def create_run(
+    session: AsyncSession, request: NewRun, *, user_id: UUID, idempotency_key: str | None
+) -> tuple[Run, bool]:
+    """Insert the run, its first task and the discovery command. Returns (run, created)."""
+    if idempotency_key is not None:
+        existing = await _by_idempotency_key(session, user_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, request), False
+    run = Run(
+        id=uuid4(),
+        repository=request.repository,
+        feature_key=request.feature_key,
+        base_branch=request.base_branch,
+        requested_task_id=request.task_id,
+        publish_mode=request.publish_mode,
+        notes=request.notes,
+        status=RunStatus.PENDING,
+        phase=Phase.DISCOVER,
+        attempt=1,
+        outputs={},
+        event_seq=0,
+        created_by=user_id,
+        idempotency_key=idempotency_key,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(run)
+    except IntegrityError as exc:
+        # The partial unique indexes decide races that a check-then-insert would lose.
+        # A concurrent request with the same key may trip either index first: the key decides.
+        if idempotency_key is not None:
+            existing = await _by_idempotency_key(session, user_id, idempotency_key)
+            if existing is not None:
+                return _replay(existing, request), False
+        if "uq_spec_workflow_runs_active" in str(exc.orig):
+            active = await _active_run_id(session, request.repository, request.feature_key)
+            raise ActiveRunExists(
+                f"run {active} is still active for {request.repository} feature {request.feature_key}",
+                str(active) if active else None,
+            ) from None
+        raise
+    timeline(session, run, "run_created", attempt=1, repository=run.repository, featureKey=run.feature_key)
+    await dispatch(session, run, TaskName.DISCOVER_NEXT_PHASE)
+    return run, True
+
+
+def _replay(existing: Run, request: NewRun) -> Run:
+    if not request.matches(existing):
+        raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+    return existing
+
+
+async def start_retry(session: AsyncSession, run_id: UUID, *, notes: str | None, owner: UUID | None) -> Run:
+    """Resume a failed or cancelled run at its first unfinished task, as a new attempt."""
+    run = await lock_run(session, run_id, owner=owner)
+    if run is None:
+        raise RunNotFound(f"no run {run_id}")
+    if run.status not in RETRYABLE_RUN:
+        raise RunNotRetryable(f"run {run_id} is {run.status}; only failed or cancelled runs can be retried")
+    rows = await session.execute(
+        select(TaskState.task_name, TaskState.status).where(TaskState.run_id == run.id).order_by(TaskState.attempt)
+    )
+    latest = {TaskName(name): TaskStatus(status) for name, status in rows}  # later attempts overwrite
+    resume = resume_point(latest)
+    previous = run.attempt
+    run.attempt += 1
+    run.status = RunStatus.PENDING
+    run.error_code = run.error_message = run.result = None
+    run.finished_at = None
+    if notes is not None:
+        run.notes = notes
+    timeline(session, run, "run_retried", attempt=run.attempt, previousAttempt=previous, resumeAt=resume)
+    await dispatch(session, run, resume)
+    await announce_status(session, run)
+    return run
+
+
+async def cancel_run(session: AsyncSession, run_id: UUID, *, owner: UUID | None) -> Run:
+    """Cancel the run now and ask the stage that holds it to stop."""
+    run = await lock_run(session, run_id, owner=owner)
+    if run is None:
+        raise RunNotFound(f"no run {run_id}")
+    if run.status not in ACTIVE_RUN:
+        raise RunNotCancellable(f"run {run_id} is already {run.status}")
+    open_tasks = (
+        await session.scalars(
+            select(TaskState)
+            .where(TaskState.run_id == run.id, TaskState.attempt == run.attempt, TaskState.status.in_(OPEN_TASK))
+            .with_for_update()
+        )
+    ).all()
+    now = datetime.now(UTC)
+    for state in open_tasks:
+        state.status = TaskStatus.CANCELLED
+        state.finished_at = now
+        task = TaskName(state.task_name)
+        if task is not TaskName.FINALIZE_RUN:  # the API runs finalize itself; no stage holds it
+            await outbox.enqueue(session, _cancel_command(run, task))
+        timeline(session, run, "task_cancelled", task=task, attempt=run.attempt, reason="cancel requested")
+    run.status = RunStatus.CANCELLED
+    run.finished_at = now
+    await announce_status(session, run)
+    return run
+
+
+def _cancel_command(run: Run, task: TaskName) -> CancelTask:
+    return new_message(
+        CancelTask,
+        run_id=run.id,
+        task=task,
+        attempt=run.attempt,
+        repository=run.repository,
+        feature_key=run.feature_key,
+        shard=shard_of(run) if task is TaskName.SUBMIT_CODEX_JOB else None,
+    )
+
+
+async def get_run(
+    session: AsyncSession, run_id: UUID, *, owner: UUID | None, tasks: bool = True, artifacts: bool = True,
+    audits: bool = True,
+) -> Run:
+    options = []
+    if tasks:
+        options.append(selectinload(Run.tasks))
+    if artifacts:
+        options.append(selectinload(Run.artifacts))
+    if audits:
+        options.append(selectinload(Run.credential_audits))
+    query = select(Run).where(Run.id == run_id).options(*options)
+    if owner is not None:
+        query = query.where(Run.created_by == owner)
+    run = (await session.scalars(query)).one_or_none()
+    if run is None:
+        raise RunNotFound(f"no run {run_id}")
+    return run
+
+
+async def list_runs(
+    session: AsyncSession, filters: ListFilter, *, owner: UUID | None, limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[Run]:
+    """Newest first, keyset-paginated on (created_at, id); returns up to `limit + 1` rows."""
+    query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)
+    conditions: list[Any] = []
+    if owner is not None:
+        conditions.append(Run.created_by == owner)
+    if filters.status is not None:
+        conditions.append(Run.status == filters.status)
+    if filters.feature_key is not None:
+        conditions.append(Run.feature_key == filters.feature_key)
+    if filters.repository is not None:
+        conditions.append(func.lower(Run.repository) == filters.repository.lower())
+    if after is not None:
+        created, last_id = after
+        conditions.append(or_(Run.created_at < created, and_(Run.created_at == created, Run.id < last_id)))
+    if conditions:
+        query = query.where(*conditions)
+    return list((await session.scalars(query)).all())
+
+
+def task_summary(run: Run) -> list[TaskState]:
+    """Latest attempt of each task, in pipeline order."""
+    latest: dict[str, TaskState] = {}
+    for state in run.tasks:
+        current = latest.get(state.task_name)
+        if current is None or state.attempt > current.attempt:
+            latest[state.task_name] = state
+    return [latest[task] for task in PIPELINE if task in latest]

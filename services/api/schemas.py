@@ -1,0 +1,238 @@
+"""HTTP request and response bodies: camelCase JSON like the original MoonMind API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from shared.messages import PublishMode
+
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+GITHUB_SLUG_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def spec_kit_name(value: str, what: str) -> str:
+    """Feature keys and task ids: letters, digits, `.`, `_`, `-`; no separators, no leading `-` or `.`."""
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{what} must be 1-128 letters, digits, '.', '_' or '-', not starting with '-' or '.'"
+        )
+    return value
+
+
+def repository_ref(value: str) -> str:
+    """`owner/name` on GitHub, or an https/file git URL without credentials."""
+    if len(value) > 512 or not value or value != value.strip() or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("repository must be owner/name or a git URL, without whitespace or control characters")
+    if value.startswith("-"):
+        raise ValueError("repository must not start with '-'")
+    if "://" not in value:
+        owner, _, name = value.partition("/")
+        if not GITHUB_SLUG_RE.fullmatch(value) or name in (".", "..") or owner.endswith("-"):
+            raise ValueError("repository must be a GitHub owner/name such as acme/shop, or an https:// or file:// URL")
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "file"):
+        raise ValueError("repository URLs must use https:// or file://")
+    if parts.username or parts.password:
+        raise ValueError("repository URLs must not carry credentials; store a token instead")
+    if parts.scheme == "https" and not parts.hostname:
+        raise ValueError("https repository URLs need a host")
+    if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        raise ValueError("file repository URLs must be file:///absolute/path")
+    if parts.query or parts.fragment or ".." in parts.path.split("/"):
+        raise ValueError("repository URLs must not have a query, a fragment or '..' segments")
+    return value
+
+
+def branch_name(value: str) -> str:
+    """Branch names as `git check-ref-format --branch` accepts them, minus anything option-like."""
+    if (
+        not value
+        or len(value) > 255
+        or value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or REF_FORBIDDEN.search(value)
+        or any(part.startswith(".") or part.endswith(".lock") for part in value.split("/"))
+        or value == "@"
+    ):
+        raise ValueError("baseBranch is not a valid git branch name")
+    return value
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+
+    repository: str = Field(max_length=512)
+    feature_key: str = Field(max_length=128)
+    base_branch: str | None = Field(None, max_length=255)
+    task_id: str | None = Field(None, max_length=128)
+    publish_mode: PublishMode = PublishMode.PR
+    notes: str | None = Field(None, max_length=10_000)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        return repository_ref(value)
+
+    @field_validator("feature_key")
+    @classmethod
+    def _feature_key(cls, value: str) -> str:
+        return spec_kit_name(value, "featureKey")
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, value: str | None) -> str | None:
+        return None if value is None else spec_kit_name(value, "taskId")
+
+    @field_validator("base_branch")
+    @classmethod
+    def _base_branch(cls, value: str | None) -> str | None:
+        return None if value is None else branch_name(value)
+
+    @field_validator("notes")
+    @classmethod
+    def _notes(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("notes must not contain NUL characters")
+        return value
+
+
+class RetryRequest(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+
+    notes: str | None = Field(None, max_length=10_000)
+
+    @field_validator("notes")
+    @classmethod
+    def _notes(cls, value: str | None) -> str | None:
+        return RunCreate._notes(value)
+
+
+class TaskOut(CamelModel):
+    id: UUID
+    task_name: str
+    status: str
+    attempt: int
+    payload: dict[str, Any]
+    summary: dict[str, Any] | None
+    error: dict[str, Any] | None
+    lease_until: datetime | None
+    heartbeat_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ArtifactOut(CamelModel):
+    id: UUID
+    artifact_type: str
+    path: str
+    task_name: str | None
+    attempt: int | None
+    created_at: datetime
+
+
+class CredentialAuditOut(CamelModel):
+    attempt: int
+    codex_status: str
+    github_status: str
+    checked_at: datetime
+    notes: str | None
+
+
+class RunOut(CamelModel):
+    id: UUID
+    repository: str
+    feature_key: str
+    base_branch: str | None
+    base_sha: str | None
+    task_id: str | None = Field(validation_alias="requested_task_id", serialization_alias="taskId")
+    publish_mode: str
+    notes: str | None
+    status: str
+    phase: str
+    result: str | None
+    error_code: str | None
+    error_message: str | None
+    attempt: int
+    current_task: str | None
+    branch_name: str | None
+    pr_url: str | None
+    codex_task_id: str | None
+    codex_queue: str | None
+    codex_volume: str | None
+    codex_shard_index: int | None
+    codex_preflight_status: str | None
+    codex_preflight_message: str | None
+    codex_logs_path: str | None
+    codex_patch_path: str | None
+    artifacts_path: str | None = None
+    created_by: UUID
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    tasks: list[TaskOut] | None = None
+    task_summary: list[TaskOut] | None = None
+    artifacts: list[ArtifactOut] | None = None
+    credential_audit: CredentialAuditOut | None = None
+    credential_audits: list[CredentialAuditOut] | None = None
+
+
+class RunList(CamelModel):
+    items: list[RunOut]
+    next_cursor: str | None
+
+
+class EventOut(CamelModel):
+    seq: int
+    kind: str
+    task_name: str | None
+    attempt: int | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class EventList(CamelModel):
+    items: list[EventOut]
+    last_seq: int
+
+
+class ArtifactList(CamelModel):
+    items: list[ArtifactOut]
+
+
+class ShardOut(CamelModel):
+    shard_index: int
+    queue: str
+    volume: str
+    status: str
+    hostname: str | None = None
+    registered_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+
+
+class ShardList(CamelModel):
+    items: list[ShardOut]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: ErrorBody

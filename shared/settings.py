@@ -1,0 +1,35 @@
+"""ServiceSettings: what every service reads from the environment, under the names `.env.example` documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, AmqpDsn, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Read once at the edge (`main.py`); logic takes plain arguments."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    rabbitmq_url: AmqpDsn = Field(validation_alias="RABBITMQ_URL")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_json: bool = Field(True, validation_alias="LOG_JSON")
+    prefetch: int = Field(10, ge=1, validation_alias="PREFETCH")
+    metrics_host: str | None = Field(
+        None, validation_alias=AliasChoices("SPEC_WORKFLOW_METRICS_HOST", "STATSD_HOST")
+    )
+    metrics_port: int = Field(
+        8125, validation_alias=AliasChoices("SPEC_WORKFLOW_METRICS_PORT", "STATSD_PORT")
+    )
+    metrics_prefix: str = Field(
+        "moonmind.spec_workflow", validation_alias="SPEC_WORKFLOW_METRICS_PREFIX"
+    )
+    codex_shards: int = Field(3, ge=1, le=64, validation_alias="CODEX_SHARDS")
+    artifacts_root: Path = Field(
+        Path("var/artifacts/spec_workflows"), validation_alias="ARTIFACTS_ROOT"
+    )
+    graceful_timeout: float = Field(20.0, gt=0, validation_alias="GRACEFUL_TIMEOUT")

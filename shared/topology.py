@@ -1,0 +1,132 @@
+"""The spec_workflow exchanges and the queue factory (quorum queues with a dead-letter exchange)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.rabbit import (
+    ExchangeType,
+    QueueType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
+
+from shared.routing import (
+    CODEX_QUEUE_PREFIX,
+    CODEX_VOLUME_PREFIX,
+    Route,
+    cancel_codex_route,
+    codex_queue_name,
+    codex_volume_name,
+    route_of,
+    submit_codex_route,
+)
+
+__all__ = [
+    "CODEX_QUEUE_PREFIX",
+    "CODEX_VOLUME_PREFIX",
+    "DLX",
+    "EXCHANGE",
+    "LOGS_EXCHANGE",
+    "Route",
+    "all_queues",
+    "codex_cancel_queue",
+    "codex_queue",
+    "codex_queue_name",
+    "codex_volume_name",
+    "declare_topology",
+    "queue_for",
+    "route_of",
+]
+
+EXCHANGE = RabbitExchange(
+    "spec_workflow", type=ExchangeType.TOPIC
+)  # durable by default
+DLX = RabbitExchange("spec_workflow.dlx", type=ExchangeType.FANOUT)
+LOGS_EXCHANGE = RabbitExchange("spec_workflow.logs", type=ExchangeType.TOPIC)
+
+
+def _quorum_arguments(**extra: Any) -> dict[str, Any]:
+    # at-least-once dead-lettering needs reject-publish overflow; tunables (delivery-limit) live in a policy.
+    return {
+        "x-dead-letter-exchange": DLX.name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        **extra,
+    }
+
+
+def queue_for(service: str, route: Route) -> RabbitQueue:
+    """Quorum queue `<service>.<purpose>`; rejected or over-delivered messages go to the DLX."""
+    purpose = route.name.lower()
+    return RabbitQueue(
+        f"{service}.{purpose}",
+        queue_type=QueueType.QUORUM,
+        routing_key=route,
+        arguments=_quorum_arguments(),
+    )
+
+
+def codex_queue(shard: int) -> RabbitQueue:
+    """Shard queue `codex-<n>`: one active consumer, so a Codex login serves one run at a time."""
+    return RabbitQueue(
+        codex_queue_name(shard),
+        queue_type=QueueType.QUORUM,
+        routing_key=submit_codex_route(shard),
+        arguments=_quorum_arguments(**{"x-single-active-consumer": True}),
+    )
+
+
+def codex_cancel_queue(shard: int) -> RabbitQueue:
+    return RabbitQueue(
+        f"{codex_queue_name(shard)}.cancel",
+        queue_type=QueueType.QUORUM,
+        routing_key=cancel_codex_route(shard),
+        arguments=_quorum_arguments(),
+    )
+
+
+DEAD_LETTERS = RabbitQueue(
+    "api.dead_letters", queue_type=QueueType.QUORUM, routing_key=""
+)
+"""Bound to the DLX; it has no DLX of its own: its consumer never rejects."""
+
+WORKER_QUEUES: tuple[RabbitQueue, ...] = (
+    queue_for("preflight", Route.DISCOVER_NEXT_PHASE),
+    queue_for("preflight", Route.CODEX_PREFLIGHT),
+    queue_for("preflight", Route.CANCEL_DISCOVER_NEXT_PHASE),
+    queue_for("preflight", Route.CANCEL_CODEX_PREFLIGHT),
+    queue_for("publisher", Route.APPLY_AND_PUBLISH),
+    queue_for("publisher", Route.CANCEL_APPLY_AND_PUBLISH),
+)
+API_QUEUES: tuple[RabbitQueue, ...] = (
+    queue_for("api", Route.FINALIZE_RUN),
+    queue_for("api", Route.TASK_STARTED),
+    queue_for("api", Route.TASK_HEARTBEAT),
+    queue_for("api", Route.TASK_SUCCEEDED),
+    queue_for("api", Route.TASK_FAILED),
+    queue_for("api", Route.TASK_CANCELLED),
+)
+
+
+def all_queues(shards: int) -> list[RabbitQueue]:
+    """Every durable queue of the system for `shards` Codex shards (dead letters excluded)."""
+    codex = [q for n in range(shards) for q in (codex_queue(n), codex_cancel_queue(n))]
+    return [*API_QUEUES, *WORKER_QUEUES, *codex]
+
+
+async def declare_topology(broker: RabbitBroker, shards: int) -> None:
+    """Declare exchanges, queues and bindings; idempotent, so every service runs it at start-up.
+
+    Commands are published `mandatory`, so their queues must exist before the first publish, whichever
+    service starts first.
+    """
+    exchange = await broker.declare_exchange(EXCHANGE)
+    dlx = await broker.declare_exchange(DLX)
+    await broker.declare_exchange(LOGS_EXCHANGE)
+    dead = await broker.declare_queue(DEAD_LETTERS)
+    await dead.bind(dlx, routing_key="")
+    for queue in all_queues(shards):
+        declared = await broker.declare_queue(queue)
+        await declared.bind(exchange, routing_key=queue.routing())
