@@ -1,0 +1,9 @@
+"""Preflight settings: the shared `ServiceSettings`; stage-specific ones arrive with the stages."""
+
+from __future__ import annotations
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    """Built once, in `main.py`."""

@@ -1,0 +1,84 @@
+"""Fakes for unit tests: in-memory stand-ins for our ports (no mocks of our own modules)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, NamedTuple
+
+from loguru import logger
+
+from shared.metrics import Tag, tag_values, timed_block
+
+if TYPE_CHECKING:
+    from loguru import Message, Record
+
+
+class Recorded(NamedTuple):
+    """One metric call; tags as the wire would carry them (`attempt="1"`, `retry="false"`)."""
+
+    name: str
+    value: float
+    tags: dict[str, str]
+
+
+class RecordingMetrics:
+    """`Metrics` that records every call; inject with `dependency_provider.scope(get_metrics, ...)`."""
+
+    def __init__(self) -> None:
+        self.records: list[Recorded] = []
+
+    def incr(self, name: str, value: int = 1, **tags: Tag) -> None:
+        self.records.append(Recorded(name, value, tag_values(tags)))
+
+    def timing(self, name: str, ms: float, **tags: Tag) -> None:
+        self.records.append(Recorded(name, ms, tag_values(tags)))
+
+    def timed(self, name: str, **tags: Tag) -> AbstractContextManager[None]:
+        return timed_block(self, name, tags)
+
+    def names(self) -> list[str]:
+        """Metric names in call order."""
+        return [record.name for record in self.records]
+
+    def find(self, name: str, **tags: Tag) -> list[Recorded]:
+        """Calls of `name` whose tags include every given tag (compared as wire strings)."""
+        wanted = tag_values(tags).items()
+        return [r for r in self.records if r.name == name and wanted <= r.tags.items()]
+
+    def count(self, name: str, **tags: Tag) -> float:
+        """Sum of the values of the matching calls (for counters: how many were counted)."""
+        return sum(record.value for record in self.find(name, **tags))
+
+    def tags_of(self, name: str) -> list[dict[str, str]]:
+        return [record.tags for record in self.records if record.name == name]
+
+
+class CapturedLogs:
+    """Loguru records, in order: `with CapturedLogs.capture() as logs: ...`."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    @classmethod
+    @contextmanager
+    def capture(cls, level: str = "DEBUG") -> Iterator[CapturedLogs]:
+        logs = cls()
+        sink_id = logger.add(logs.sink, level=level)
+        try:
+            yield logs
+        finally:
+            logger.remove(sink_id)
+
+    def sink(self, message: Message) -> None:
+        self.records.append(message.record)
+
+    def __getitem__(self, index: int) -> Record:
+        return self.records[index]
+
+    def messages(self) -> list[str]:
+        return [record["message"] for record in self.records]
+
+    def matching(self, fragment: str) -> list[Record]:
+        """Records whose message contains `fragment`."""
+        return [record for record in self.records if fragment in record["message"]]
