@@ -9,14 +9,21 @@ from typing import Annotated, TypeVar
 from fastapi import Depends
 from loguru import logger
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 
 class Database:
     """An engine and its session factory."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, pool_size=pool_size)
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_pre_ping=True, pool_size=pool_size
+        )
         self.new_session = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def dispose(self) -> None:
@@ -48,8 +55,21 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 T = TypeVar("T")
-_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006", "53300"}
-_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock: safe to run the transaction again
+_UNAVAILABLE_SQLSTATES = {
+    "57P01",
+    "57P02",
+    "57P03",
+    "08000",
+    "08001",
+    "08003",
+    "08004",
+    "08006",
+    "53300",
+}
+_RETRY_SQLSTATES = {
+    "40001",
+    "40P01",
+}  # serialization failure, deadlock: safe to run the transaction again
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -60,13 +80,17 @@ def _sqlstate(exc: BaseException) -> str | None:
 def is_unavailable(exc: BaseException) -> bool:
     """Postgres is down or unreachable (as opposed to a bad query): answer 503, retry events in place."""
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or _sqlstate(exc) in _UNAVAILABLE_SQLSTATES or isinstance(
-            exc, OperationalError | InterfaceError
+        return (
+            exc.connection_invalidated
+            or _sqlstate(exc) in _UNAVAILABLE_SQLSTATES
+            or isinstance(exc, OperationalError | InterfaceError)
         )
     return isinstance(exc, OSError | asyncio.TimeoutError)
 
 
-async def retry_while_unavailable(work: Callable[[], Awaitable[T]], *, max_delay: float = 10.0) -> T:
+async def retry_while_unavailable(
+    work: Callable[[], Awaitable[T]], *, max_delay: float = 10.0
+) -> T:
     """Run `work` (one transaction) until Postgres answers; an event is not poison because the DB is down."""
     delay = 0.2
     while True:
@@ -75,7 +99,10 @@ async def retry_while_unavailable(work: Callable[[], Awaitable[T]], *, max_delay
         except Exception as exc:
             if not (is_unavailable(exc) or _sqlstate(exc) in _RETRY_SQLSTATES):
                 raise
-            logger.warning("Database unavailable ({error}); retrying in {delay:.1f}s", error=type(exc).__name__,
-                           delay=delay)
+            logger.warning(
+                "Database unavailable ({error}); retrying in {delay:.1f}s",
+                error=type(exc).__name__,
+                delay=delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)

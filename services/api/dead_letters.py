@@ -12,7 +12,9 @@ from shared.messages import CancelTask, Message, TaskError, TaskName
 from shared.routing import COMMAND_TYPES, EVENT_ROUTES, STAGE_ROUTES
 
 _EVENT_TYPES = {route.value: kind for kind, route in EVENT_ROUTES.items()}
-_COMMAND_BY_ROUTE = {route.value: COMMAND_TYPES[task] for task, route in STAGE_ROUTES.items()}
+_COMMAND_BY_ROUTE = {
+    route.value: COMMAND_TYPES[task] for task, route in STAGE_ROUTES.items()
+}
 
 
 def _text(value: Any) -> str:
@@ -22,10 +24,18 @@ def _text(value: Any) -> str:
 def death(headers: dict[str, Any]) -> tuple[str, str, str]:
     """(reason, queue, routing key) of the first death in `x-death`, as far as the broker told."""
     deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    first = (
+        deaths[0]
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict)
+        else {}
+    )
     keys = first.get("routing-keys") or []
     key = _text(keys[0]) if isinstance(keys, list) and keys else ""
-    return _text(first.get("reason", "unknown")), _text(first.get("queue", "unknown")), key
+    return (
+        _text(first.get("reason", "unknown")),
+        _text(first.get("queue", "unknown")),
+        key,
+    )
 
 
 def _full_type(routing_key: str) -> type[Message]:
@@ -62,7 +72,9 @@ def identify(dead: DeadLetter) -> tuple[Message, TaskError] | None:
         message = f"{queue} could not read a {cause.task} message ({exc.error_count()} validation error(s))"
         return cause, TaskError(code="invalid_message", message=message)
     if reason == "delivery_limit":
-        message = f"{queue} gave up on the {cause.task} message after repeated deliveries"
+        message = (
+            f"{queue} gave up on the {cause.task} message after repeated deliveries"
+        )
     else:
         message = f"the {queue} handler failed on the {cause.task} message ({reason})"
     return cause, TaskError(code="handler_crashed", message=message, retryable=True)

@@ -38,10 +38,16 @@ def command_id(run_id: UUID, task: TaskName, attempt: int, redispatch: int = 0) 
 
 
 def shard_of(run: Run) -> CodexShard:
-    if run.codex_queue is None or run.codex_volume is None or run.codex_shard_index is None:
+    if (
+        run.codex_queue is None
+        or run.codex_volume is None
+        or run.codex_shard_index is None
+    ):
         raise MissingStageOutput(f"run {run.id} has no Codex shard yet")
     return CodexShard(
-        codex_queue=run.codex_queue, codex_volume=run.codex_volume, codex_shard_index=run.codex_shard_index
+        codex_queue=run.codex_queue,
+        codex_volume=run.codex_volume,
+        codex_shard_index=run.codex_shard_index,
     )
 
 
@@ -67,7 +73,11 @@ def build_command(run: Run, task: TaskName, attempt: int) -> Command:
         "feature_key": run.feature_key,
     }
     if task is TaskName.DISCOVER_NEXT_PHASE:
-        return DiscoverNextPhase(**common, base_branch=run.base_branch, requested_task_id=run.requested_task_id)
+        return DiscoverNextPhase(
+            **common,
+            base_branch=run.base_branch,
+            requested_task_id=run.requested_task_id,
+        )
     if task is TaskName.FINALIZE_RUN:
         return FinalizeRun(**common)
     found = _discovery(run)
@@ -92,7 +102,11 @@ def build_command(run: Run, task: TaskName, attempt: int) -> Command:
     kind = COMMAND_TYPES[task]
     extra: dict[str, Any] = {"shard": shard_of(run)}
     if task is TaskName.SUBMIT_CODEX_JOB:
-        extra |= {"notes": run.notes, "spec_title": found.spec_title, "has_plan": found.has_plan}
+        extra |= {
+            "notes": run.notes,
+            "spec_title": found.spec_title,
+            "has_plan": found.has_plan,
+        }
     return kind(**stage, **extra)  # type: ignore[return-value]
 
 
@@ -129,13 +143,29 @@ def timeline(
 ) -> None:
     """Append to the run's ordered timeline. The caller holds the run row lock, so `seq` has no gaps."""
     run.event_seq += 1
-    session.add(RunEvent(run_id=run.id, seq=run.event_seq, kind=kind, task_name=task, attempt=attempt, data=data))
+    session.add(
+        RunEvent(
+            run_id=run.id,
+            seq=run.event_seq,
+            kind=kind,
+            task_name=task,
+            attempt=attempt,
+            data=data,
+        )
+    )
 
 
 async def announce_status(session: AsyncSession, run: Run) -> None:
     """Timeline entry plus an `evt.run.<status>` message for taps (not mandatory: nobody has to listen)."""
-    timeline(session, run, f"run_{run.status}", attempt=run.attempt, phase=run.phase, result=run.result,
-             errorCode=run.error_code)
+    timeline(
+        session,
+        run,
+        f"run_{run.status}",
+        attempt=run.attempt,
+        phase=run.phase,
+        result=run.result,
+        errorCode=run.error_code,
+    )
     message = RunStatusChanged(
         message_id=uuid5(run.id, f"run:{run.status}:{run.attempt}:{run.event_seq}"),
         run_id=run.id,

@@ -15,7 +15,15 @@ from services.api import dead_letters, manifest, outbox, transitions
 from services.api.db import SessionDep, retry_while_unavailable
 from services.api.deps import SettingsDep
 from services.api.settings import Settings
-from shared.messages import FinalizeRun, Message, TaskCancelled, TaskFailed, TaskHeartbeat, TaskStarted, TaskSucceeded
+from shared.messages import (
+    FinalizeRun,
+    Message,
+    TaskCancelled,
+    TaskFailed,
+    TaskHeartbeat,
+    TaskStarted,
+    TaskSucceeded,
+)
 from shared.metrics import Metrics, get_metrics
 from shared.observer import observe_task
 from shared.routing import Route
@@ -26,7 +34,9 @@ E = TypeVar("E", bound=Message)
 
 
 async def _apply(
-    session: AsyncSession, event: E, action: Callable[[AsyncSession, E], Awaitable[transitions.Outcome]]
+    session: AsyncSession,
+    event: E,
+    action: Callable[[AsyncSession, E], Awaitable[transitions.Outcome]],
 ) -> transitions.Outcome:
     """Inbox check plus the transition, in one transaction; retried in place while Postgres is down."""
 
@@ -36,15 +46,23 @@ async def _apply(
                 return transitions.Outcome(False, "duplicate")
             return await action(session, event)
 
-    with logger.contextualize(run_id=str(event.run_id), task=event.task, attempt=event.attempt,
-                              message_id=str(event.message_id)):
+    with logger.contextualize(
+        run_id=str(event.run_id),
+        task=event.task,
+        attempt=event.attempt,
+        message_id=str(event.message_id),
+    ):
         outcome = await retry_while_unavailable(attempt)
         metrics: Metrics = get_metrics()
         if outcome.applied:
             logger.debug("Applied {kind}", kind=type(event).__name__)
         else:
             metrics.incr("event_ignored", task=event.task, reason=outcome.reason)
-            logger.info("Ignored {kind}: {reason}", kind=type(event).__name__, reason=outcome.reason)
+            logger.info(
+                "Ignored {kind}: {reason}",
+                kind=type(event).__name__,
+                reason=outcome.reason,
+            )
         return outcome
 
 
@@ -59,7 +77,9 @@ async def on_task_heartbeat(event: TaskHeartbeat, session: SessionDep) -> None:
 
 
 @router.subscriber(queue_for("api", Route.TASK_SUCCEEDED), EXCHANGE)
-async def on_task_succeeded(event: TaskSucceeded, session: SessionDep, settings: SettingsDep) -> None:
+async def on_task_succeeded(
+    event: TaskSucceeded, session: SessionDep, settings: SettingsDep
+) -> None:
     async def record(s: AsyncSession, e: TaskSucceeded) -> transitions.Outcome:
         return await transitions.record_succeeded(s, e, shards=settings.codex_shards)
 
@@ -77,14 +97,25 @@ async def on_task_cancelled(event: TaskCancelled, session: SessionDep) -> None:
 
 
 @router.subscriber(queue_for("api", Route.FINALIZE_RUN), EXCHANGE)
-async def on_finalize_run(cmd: FinalizeRun, session: SessionDep, settings: SettingsDep) -> None:
+async def on_finalize_run(
+    cmd: FinalizeRun, session: SessionDep, settings: SettingsDep
+) -> None:
     """finalize_run is served here: the API owns the run row and the manifest."""
-    with observe_task(get_metrics(), cmd.task, cmd.run_id, cmd.attempt, details={}, retry=cmd.attempt > 1) as task:
+    with observe_task(
+        get_metrics(),
+        cmd.task,
+        cmd.run_id,
+        cmd.attempt,
+        details={},
+        retry=cmd.attempt > 1,
+    ) as task:
         outcome = await _apply(session, cmd, _finalizer(settings))
         task.succeeded({"outcome": outcome.reason})
 
 
-def _finalizer(settings: Settings) -> Callable[[AsyncSession, FinalizeRun], Awaitable[transitions.Outcome]]:
+def _finalizer(
+    settings: Settings,
+) -> Callable[[AsyncSession, FinalizeRun], Awaitable[transitions.Outcome]]:
     async def finalize(session: AsyncSession, cmd: FinalizeRun) -> transitions.Outcome:
         run, outcome = await transitions.finalize(session, cmd)
         if run is not None:
@@ -101,7 +132,12 @@ async def _decode_dead_letter(message: StreamMessage[Any]) -> dict[str, str]:
     The default decoder would raise on a body that is not JSON, and this queue has no DLX to catch that.
     """
     reason, queue, routing_key = dead_letters.death(dict(message.headers or {}))
-    return {"raw": message.body.decode("latin-1"), "reason": reason, "queue": queue, "routing_key": routing_key}
+    return {
+        "raw": message.body.decode("latin-1"),
+        "reason": reason,
+        "queue": queue,
+        "routing_key": routing_key,
+    }
 
 
 @router.subscriber(DEAD_LETTERS, DLX, decoder=_decode_dead_letter)
@@ -110,8 +146,11 @@ async def on_dead_letter(dead: dead_letters.DeadLetter, session: SessionDep) -> 
     found = dead_letters.identify(dead)
     if found is None:
         get_metrics().incr("dead_letter_unidentified", queue=dead.queue)
-        logger.warning("Dead letter from {queue} without a readable run id dropped ({reason})", queue=dead.queue,
-                       reason=dead.reason)
+        logger.warning(
+            "Dead letter from {queue} without a readable run id dropped ({reason})",
+            queue=dead.queue,
+            reason=dead.reason,
+        )
         return
     cause, error = found
 

@@ -40,7 +40,9 @@ ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 TERMINAL_RUN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 RETRYABLE_RUN = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 OPEN_TASK = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
-TERMINAL_TASK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED})
+TERMINAL_TASK = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED}
+)
 
 # Target status -> statuses it may be entered from. An outcome may arrive before its TaskStarted (events
 # travel on different queues), so queued -> terminal is legal; nothing ever leaves a terminal status.
@@ -50,7 +52,9 @@ TASK_ALLOWED_FROM: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.FAILED: OPEN_TASK,
     TaskStatus.CANCELLED: OPEN_TASK,
     TaskStatus.SKIPPED: frozenset({TaskStatus.QUEUED}),
-    TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING}),  # lease expired: the command is sent again
+    TaskStatus.QUEUED: frozenset(
+        {TaskStatus.RUNNING}
+    ),  # lease expired: the command is sent again
 }
 RUN_ALLOWED_FROM: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.RUNNING: frozenset({RunStatus.PENDING}),
@@ -93,5 +97,7 @@ def resume_point(latest: dict[TaskName, TaskStatus]) -> TaskName:
 
 def shard_for(repository: str, feature_key: str, task_id: str, shards: int) -> int:
     """Stable shard from `repository|feature|task`, the same on every process and restart."""
-    digest = hashlib.sha256(f"{repository.lower()}|{feature_key}|{task_id}".encode()).digest()
+    digest = hashlib.sha256(
+        f"{repository.lower()}|{feature_key}|{task_id}".encode()
+    ).digest()
     return int.from_bytes(digest[:8], "big") % shards

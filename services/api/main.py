@@ -43,12 +43,20 @@ HTTP_STATUS: dict[type[RunError], int] = {
     IdempotencyKeyReused: 422,
     InvalidCursor: 422,
 }
-HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-              415: "unsupported_media_type", 503: "service_unavailable"}
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    503: "service_unavailable",
+}
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": {"code": code, "message": message, **extra}}, status_code=status)
+    return JSONResponse(
+        {"detail": {"code": code, "message": message, **extra}}, status_code=status
+    )
 
 
 class BodyLimit:
@@ -62,10 +70,14 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes")(
-                scope, receive, send
-            )
+        if declared is not None and (
+            not declared.isdigit() or int(declared) > self.limit
+        ):
+            await error(
+                413,
+                "payload_too_large",
+                f"request bodies are limited to {self.limit} bytes",
+            )(scope, receive, send)
             return
         seen = 0
 
@@ -80,9 +92,11 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await error(413, "payload_too_large", f"request bodies are limited to {self.limit} bytes")(
-                scope, receive, send
-            )
+            await error(
+                413,
+                "payload_too_large",
+                f"request bodies are limited to {self.limit} bytes",
+            )(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -98,12 +112,21 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Echo where and what, never the input itself: it may be huge or carry a secret.
         problems = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))[:300], "type": e.get("type")}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", ""))[:300],
+                "type": e.get("type"),
+            }
             for e in exc.errors()[:20]
         ]
         first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
         where = ".".join(first["loc"][1:] or first["loc"])
-        return error(422, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errors=problems)
+        return error(
+            422,
+            "invalid_request",
+            f"{where}: {first['msg']}" if where else first["msg"],
+            errors=problems,
+        )
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -113,7 +136,11 @@ def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         if db.is_unavailable(exc):
-            return error(503, "database_unavailable", "the database is unavailable; try again shortly")
+            return error(
+                503,
+                "database_unavailable",
+                "the database is unavailable; try again shortly",
+            )
         raise exc
 
 
@@ -153,12 +180,16 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
                 raise
         checks["broker"] = await broker.ping(timeout=2.0)
         ready = all(checks.values())
-        return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     async def connect(b: Any) -> None:
         await b.connect()
         await declare_topology(b, settings.codex_shards)
         await b.start()
 
-    return FastStreamAPI(broker, application=api, safe_connection=True, connection_hook=connect)
+    return FastStreamAPI(
+        broker, application=api, safe_connection=True, connection_hook=connect
+    )

@@ -17,7 +17,13 @@ MANIFEST = "manifest.json"
 
 async def write(session: AsyncSession, run: Run, artifacts_root: Path) -> str:
     """Write the manifest atomically into the run's directory; returns its relative path."""
-    rows = (await session.scalars(select(Artifact).where(Artifact.run_id == run.id).order_by(Artifact.created_at))).all()
+    rows = (
+        await session.scalars(
+            select(Artifact)
+            .where(Artifact.run_id == run.id)
+            .order_by(Artifact.created_at)
+        )
+    ).all()
     body = {
         "runId": str(run.id),
         "repository": run.repository,
@@ -31,7 +37,12 @@ async def write(session: AsyncSession, run: Run, artifacts_root: Path) -> str:
         "codexTaskId": run.codex_task_id,
         "writtenAt": datetime.now(UTC).isoformat(),
         "artifacts": [
-            {"path": a.path, "artifactType": a.artifact_type, "task": a.task_name, "attempt": a.attempt}
+            {
+                "path": a.path,
+                "artifactType": a.artifact_type,
+                "task": a.task_name,
+                "attempt": a.attempt,
+            }
             for a in rows
             if a.path != MANIFEST
         ],

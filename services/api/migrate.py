@@ -26,7 +26,9 @@ async def create_database_if_missing(database_url: str) -> bool:
     name = url.database
     if not name:
         raise ValueError("DATABASE_URL names no database")
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
     conn = await asyncpg.connect(admin, timeout=10)
     try:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):

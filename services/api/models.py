@@ -38,7 +38,9 @@ metadata = MetaData(
 
 
 def _now() -> Any:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    return mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
 
 class Base(DeclarativeBase):
@@ -111,13 +113,20 @@ class Run(Base):
     finished_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.clock_timestamp()
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        onupdate=func.clock_timestamp(),
     )
 
     tasks: Mapped[list[TaskState]] = relationship(
-        lazy="raise", order_by="(TaskState.attempt, TaskState.created_at)", viewonly=True
+        lazy="raise",
+        order_by="(TaskState.attempt, TaskState.created_at)",
+        viewonly=True,
     )
-    artifacts: Mapped[list[Artifact]] = relationship(lazy="raise", order_by="Artifact.created_at", viewonly=True)
+    artifacts: Mapped[list[Artifact]] = relationship(
+        lazy="raise", order_by="Artifact.created_at", viewonly=True
+    )
     credential_audits: Mapped[list[CredentialAudit]] = relationship(
         lazy="raise", order_by="CredentialAudit.checked_at", viewonly=True
     )
@@ -128,14 +137,20 @@ class TaskState(Base):
 
     __tablename__ = "spec_workflow_task_states"
     __table_args__ = (
-        UniqueConstraint("run_id", "task_name", "attempt", name="uq_spec_workflow_task_states_key"),
+        UniqueConstraint(
+            "run_id", "task_name", "attempt", name="uq_spec_workflow_task_states_key"
+        ),
         Index(
-            "ix_spec_workflow_task_states_lease", "lease_until", postgresql_where=text("status = 'running'")
+            "ix_spec_workflow_task_states_lease",
+            "lease_until",
+            postgresql_where=text("status = 'running'"),
         ),
     )
 
     id: Mapped[UUID] = mapped_column(primary_key=True)
-    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[UUID] = mapped_column(
+        ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True
+    )
     task_name: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
@@ -150,7 +165,10 @@ class TaskState(Base):
     finished_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.clock_timestamp()
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        onupdate=func.clock_timestamp(),
     )
 
 
@@ -158,7 +176,9 @@ class CredentialAudit(Base):
     __tablename__ = "workflow_credential_audits"
 
     id: Mapped[UUID] = mapped_column(primary_key=True)
-    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[UUID] = mapped_column(
+        ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True
+    )
     attempt: Mapped[int] = mapped_column(Integer)
     codex_status: Mapped[str] = mapped_column(String(32))
     github_status: Mapped[str] = mapped_column(String(32))
@@ -168,10 +188,14 @@ class CredentialAudit(Base):
 
 class Artifact(Base):
     __tablename__ = "workflow_artifacts"
-    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_workflow_artifacts_path"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "path", name="uq_workflow_artifacts_path"),
+    )
 
     id: Mapped[UUID] = mapped_column(primary_key=True)
-    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[UUID] = mapped_column(
+        ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"), index=True
+    )
     artifact_type: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(String(1024))
     """Relative to the run's directory under ARTIFACTS_ROOT; chosen by the system, never by input."""
@@ -185,7 +209,9 @@ class CodexShardRow(Base):
 
     __tablename__ = "codex_shards"
 
-    shard_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    shard_index: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False
+    )
     queue_name: Mapped[str] = mapped_column(String(64))
     volume_name: Mapped[str] = mapped_column(String(64))
     hostname: Mapped[str | None] = mapped_column(String(255))
@@ -195,7 +221,11 @@ class CodexShardRow(Base):
 
 class OutboxRow(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unsent", "available_at", postgresql_where=text("sent_at IS NULL")),)
+    __table_args__ = (
+        Index(
+            "ix_outbox_unsent", "available_at", postgresql_where=text("sent_at IS NULL")
+        ),
+    )
 
     id: Mapped[UUID] = mapped_column(primary_key=True)
     """Becomes the AMQP message_id."""
@@ -224,7 +254,9 @@ class RunEvent(Base):
     __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_run_events_seq"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    run_id: Mapped[UUID] = mapped_column(ForeignKey("spec_workflow_runs.id", ondelete="CASCADE"))
+    run_id: Mapped[UUID] = mapped_column(
+        ForeignKey("spec_workflow_runs.id", ondelete="CASCADE")
+    )
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(64))
     task_name: Mapped[str | None] = mapped_column(String(32))

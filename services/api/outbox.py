@@ -15,7 +15,9 @@ from shared.routing import route_of
 NOTIFY_CHANNEL = "spec_workflow_outbox"
 
 
-async def enqueue(session: AsyncSession, message: Message, *, mandatory: bool = True) -> None:
+async def enqueue(
+    session: AsyncSession, message: Message, *, mandatory: bool = True
+) -> None:
     """Queue `message` for the relay, inside the caller's transaction.
 
     The row's id is the message id, so enqueuing the same deterministic command twice keeps one row.
@@ -46,4 +48,7 @@ async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
 
 
 async def pending_count(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).where(OutboxRow.sent_at.is_(None))) or 0)
+    return int(
+        await session.scalar(select(func.count()).where(OutboxRow.sent_at.is_(None)))
+        or 0
+    )

@@ -43,7 +43,9 @@ def backoff(attempts: int) -> timedelta:
 class Relay:
     """One relay + reaper; `serve()` runs until `stop` is set."""
 
-    def __init__(self, settings: Settings, database: Database, broker: RabbitBroker) -> None:
+    def __init__(
+        self, settings: Settings, database: Database, broker: RabbitBroker
+    ) -> None:
         self.settings, self.database, self.broker = settings, database, broker
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()
@@ -53,28 +55,43 @@ class Relay:
         sent = 0
         now = datetime.now(UTC)
         async with self.database.new_session() as session, session.begin():
-            rows = (await session.scalars(
-                select(OutboxRow)
-                .where(OutboxRow.sent_at.is_(None), OutboxRow.available_at <= now)
-                .order_by(OutboxRow.created_at)
-                .limit(self.settings.relay_batch_size)
-                .with_for_update(skip_locked=True)
-            )).all()
+            rows = (
+                await session.scalars(
+                    select(OutboxRow)
+                    .where(OutboxRow.sent_at.is_(None), OutboxRow.available_at <= now)
+                    .order_by(OutboxRow.created_at)
+                    .limit(self.settings.relay_batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
             for row in rows:
                 try:
                     await self.broker.publish(
-                        row.payload, exchange=EXCHANGE, routing_key=row.routing_key, persist=True,
-                        mandatory=row.mandatory, message_id=str(row.id),
+                        row.payload,
+                        exchange=EXCHANGE,
+                        routing_key=row.routing_key,
+                        persist=True,
+                        mandatory=row.mandatory,
+                        message_id=str(row.id),
                         correlation_id=str(row.payload.get("run_id", "")),
                         timeout=self.settings.relay_publish_timeout,
                     )
-                except Exception as exc:  # any publish failure: keep the row, retry it later
+                except (
+                    Exception
+                ) as exc:  # any publish failure: keep the row, retry it later
                     row.attempts += 1
                     row.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
                     row.available_at = datetime.now(UTC) + backoff(row.attempts)
-                    get_metrics().incr("outbox_publish_failed", routing_key=row.routing_key.split(".")[0])
-                    logger.warning("Outbox row {id} not published (attempt {n}): {error}", id=str(row.id),
-                                   n=row.attempts, error=row.last_error)
+                    get_metrics().incr(
+                        "outbox_publish_failed",
+                        routing_key=row.routing_key.split(".")[0],
+                    )
+                    logger.warning(
+                        "Outbox row {id} not published (attempt {n}): {error}",
+                        id=str(row.id),
+                        n=row.attempts,
+                        error=row.last_error,
+                    )
                     if not isinstance(exc, DeliveryError | PublishError):
                         break  # broker unreachable or timing out: stop burning attempts on the batch
                     continue
@@ -102,32 +119,52 @@ class Relay:
         for key in keys:
             async with self.database.new_session() as session, session.begin():
                 outcome = await transitions.reap(
-                    session, key, now=now, max_redispatch=self.settings.lease_max_redispatch
+                    session,
+                    key,
+                    now=now,
+                    max_redispatch=self.settings.lease_max_redispatch,
                 )
             if outcome.applied:
                 handled += 1
                 get_metrics().incr("lease_expired", task=str(key[1]))
-                logger.warning("Lease expired for run {run} task {task} attempt {attempt}", run=str(key[0]),
-                               task=key[1], attempt=key[2])
+                logger.warning(
+                    "Lease expired for run {run} task {task} attempt {attempt}",
+                    run=str(key[0]),
+                    task=key[1],
+                    attempt=key[2],
+                )
         horizon = now - timedelta(hours=self.settings.outbox_retention_hours)
         async with self.database.new_session() as session, session.begin():
             await session.execute(delete(OutboxRow).where(OutboxRow.sent_at < horizon))
-            await session.execute(delete(InboxRow).where(InboxRow.received_at < horizon))
+            await session.execute(
+                delete(InboxRow).where(InboxRow.received_at < horizon)
+            )
         if handled:
             self.wake.set()
         return handled
 
     async def _listen(self) -> asyncpg.Connection | None:
-        dsn = str(self.settings.database_url).replace("postgresql+asyncpg://", "postgresql://", 1)
+        dsn = str(self.settings.database_url).replace(
+            "postgresql+asyncpg://", "postgresql://", 1
+        )
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake.set())
             return conn
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            logger.warning("LISTEN unavailable ({error}); polling only", error=type(exc).__name__)
+            logger.warning(
+                "LISTEN unavailable ({error}); polling only", error=type(exc).__name__
+            )
             return None
 
-    async def _loop(self, work: Any, interval: float, name: str, *, wake: asyncio.Event | None = None) -> None:
+    async def _loop(
+        self,
+        work: Any,
+        interval: float,
+        name: str,
+        *,
+        wake: asyncio.Event | None = None,
+    ) -> None:
         while not self.stop.is_set():
             try:
                 await work()
@@ -146,7 +183,9 @@ class Relay:
         listener = await self._listen()
         try:
             await asyncio.gather(
-                self._loop(self.drain, self.settings.relay_interval, "relay", wake=self.wake),
+                self._loop(
+                    self.drain, self.settings.relay_interval, "relay", wake=self.wake
+                ),
                 self._loop(self.reap, self.settings.reaper_interval, "reaper"),
                 self._stop_wakes_relay(),
             )

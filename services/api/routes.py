@@ -17,6 +17,7 @@ from services.api.errors import ArtifactNotFound
 from services.api.lifecycle import RunStatus
 from services.api.models import Artifact, CodexShardRow, Run, RunEvent
 from services.api.schemas import (
+    NAME_RE,
     ArtifactList,
     ArtifactOut,
     CredentialAuditOut,
@@ -29,7 +30,6 @@ from services.api.schemas import (
     ShardList,
     ShardOut,
     TaskOut,
-    spec_kit_name,
 )
 from services.api.settings import Settings
 from shared.messages import PublishMode
@@ -38,17 +38,31 @@ from shared.routing import codex_queue_name, codex_volume_name
 router = APIRouter(prefix="/api/workflows/speckit")
 
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+    str | None,
+    Header(
+        alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"
+    ),
 ]
 
 
-def run_out(run: Run, settings: Settings, *, tasks: bool = False, artifacts: bool = False, audits: bool = False) -> RunOut:
+def run_out(
+    run: Run,
+    settings: Settings,
+    *,
+    tasks: bool = False,
+    artifacts: bool = False,
+    audits: bool = False,
+) -> RunOut:
     # Columns only: relationships are lazy="raise" and are filled in below when they were loaded.
-    extra: dict[str, object] = {c.key: getattr(run, c.key) for c in Run.__mapper__.column_attrs}
+    extra: dict[str, object] = {
+        c.key: getattr(run, c.key) for c in Run.__mapper__.column_attrs
+    }
     extra["artifacts_path"] = str(settings.artifacts_root / str(run.id))
     if tasks:
         extra["tasks"] = [TaskOut.model_validate(t) for t in run.tasks]
-        extra["task_summary"] = [TaskOut.model_validate(t) for t in runs.task_summary(run)]
+        extra["task_summary"] = [
+            TaskOut.model_validate(t) for t in runs.task_summary(run)
+        ]
     if artifacts:
         extra["artifacts"] = [ArtifactOut.model_validate(a) for a in run.artifacts]
     if audits:
@@ -60,15 +74,25 @@ def run_out(run: Run, settings: Settings, *, tasks: bool = False, artifacts: boo
 
 @router.post("/runs", status_code=202, response_model_exclude_none=False)
 async def create_run(
-    body: RunCreate, session: SessionDep, settings: SettingsDep, user: CurrentUserDep, response: Response,
+    body: RunCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUserDep,
+    response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
     request = runs.NewRun(
-        repository=body.repository, feature_key=body.feature_key, base_branch=body.base_branch,
-        task_id=body.task_id, publish_mode=PublishMode(body.publish_mode).value, notes=body.notes,
+        repository=body.repository,
+        feature_key=body.feature_key,
+        base_branch=body.base_branch,
+        task_id=body.task_id,
+        publish_mode=PublishMode(body.publish_mode).value,
+        notes=body.notes,
     )
     async with session.begin():
-        run, created = await runs.create_run(session, request, user_id=user, idempotency_key=idempotency_key)
+        run, created = await runs.create_run(
+            session, request, user_id=user, idempotency_key=idempotency_key
+        )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return run_out(run, settings)
@@ -76,48 +100,83 @@ async def create_run(
 
 @router.get("/runs")
 async def list_runs(
-    session: SessionDep, settings: SettingsDep, owner: OwnerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
     status: RunStatus | None = None,
-    feature_key: Annotated[str | None, Query(alias="featureKey", max_length=128)] = None,
+    feature_key: Annotated[
+        str | None, Query(alias="featureKey", pattern=f"^{NAME_RE.pattern}$")
+    ] = None,
     repository: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor_token: Annotated[str | None, Query(alias="cursor", max_length=200)] = None,
 ) -> RunList:
     after = cursor.decode(cursor_token) if cursor_token else None
-    if feature_key is not None:
-        spec_kit_name(feature_key, "featureKey")
-    filters = runs.ListFilter(status=status.value if status else None, feature_key=feature_key, repository=repository)
+    filters = runs.ListFilter(
+        status=status.value if status else None,
+        feature_key=feature_key,
+        repository=repository,
+    )
     async with session.begin():
-        rows = await runs.list_runs(session, filters, owner=owner, limit=limit, after=after)
+        rows = await runs.list_runs(
+            session, filters, owner=owner, limit=limit, after=after
+        )
     page = rows[:limit]
-    next_cursor = cursor.encode(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    next_cursor = (
+        cursor.encode(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    )
     return RunList(items=[run_out(r, settings) for r in page], next_cursor=next_cursor)
 
 
 @router.get("/runs/{run_id}")
 async def get_run(
-    run_id: UUID, session: SessionDep, settings: SettingsDep, owner: OwnerDep,
+    run_id: UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
     include_tasks: Annotated[bool, Query(alias="includeTasks")] = True,
     include_artifacts: Annotated[bool, Query(alias="includeArtifacts")] = True,
-    include_credential_audit: Annotated[bool, Query(alias="includeCredentialAudit")] = True,
+    include_credential_audit: Annotated[
+        bool, Query(alias="includeCredentialAudit")
+    ] = True,
 ) -> RunOut:
     async with session.begin():
-        run = await runs.get_run(session, run_id, owner=owner, tasks=include_tasks, artifacts=include_artifacts,
-                                 audits=include_credential_audit)
-    return run_out(run, settings, tasks=include_tasks, artifacts=include_artifacts, audits=include_credential_audit)
+        run = await runs.get_run(
+            session,
+            run_id,
+            owner=owner,
+            tasks=include_tasks,
+            artifacts=include_artifacts,
+            audits=include_credential_audit,
+        )
+    return run_out(
+        run,
+        settings,
+        tasks=include_tasks,
+        artifacts=include_artifacts,
+        audits=include_credential_audit,
+    )
 
 
 @router.post("/runs/{run_id}/retry", status_code=202)
 async def retry_run(
-    run_id: UUID, session: SessionDep, settings: SettingsDep, owner: OwnerDep, body: RetryRequest | None = None
+    run_id: UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    body: RetryRequest | None = None,
 ) -> RunOut:
     async with session.begin():
-        run = await runs.start_retry(session, run_id, notes=body.notes if body else None, owner=owner)
+        run = await runs.start_retry(
+            session, run_id, notes=body.notes if body else None, owner=owner
+        )
     return run_out(run, settings)
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202)
-async def cancel_run(run_id: UUID, session: SessionDep, settings: SettingsDep, owner: OwnerDep) -> RunOut:
+async def cancel_run(
+    run_id: UUID, session: SessionDep, settings: SettingsDep, owner: OwnerDep
+) -> RunOut:
     async with session.begin():
         run = await runs.cancel_run(session, run_id, owner=owner)
     return run_out(run, settings)
@@ -125,33 +184,56 @@ async def cancel_run(run_id: UUID, session: SessionDep, settings: SettingsDep, o
 
 @router.get("/runs/{run_id}/events")
 async def run_events(
-    run_id: UUID, session: SessionDep, owner: OwnerDep,
+    run_id: UUID,
+    session: SessionDep,
+    owner: OwnerDep,
     after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventList:
     async with session.begin():
-        await runs.get_run(session, run_id, owner=owner, tasks=False, artifacts=False, audits=False)
-        rows = (await session.scalars(
-            select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.seq > after).order_by(RunEvent.seq).limit(limit)
-        )).all()
+        await runs.get_run(
+            session, run_id, owner=owner, tasks=False, artifacts=False, audits=False
+        )
+        rows = (
+            await session.scalars(
+                select(RunEvent)
+                .where(RunEvent.run_id == run_id, RunEvent.seq > after)
+                .order_by(RunEvent.seq)
+                .limit(limit)
+            )
+        ).all()
     items = [EventOut.model_validate(r) for r in rows]
     return EventList(items=items, last_seq=items[-1].seq if items else after)
 
 
 @router.get("/runs/{run_id}/artifacts")
-async def list_artifacts(run_id: UUID, session: SessionDep, owner: OwnerDep) -> ArtifactList:
+async def list_artifacts(
+    run_id: UUID, session: SessionDep, owner: OwnerDep
+) -> ArtifactList:
     async with session.begin():
-        run = await runs.get_run(session, run_id, owner=owner, tasks=False, audits=False)
+        run = await runs.get_run(
+            session, run_id, owner=owner, tasks=False, audits=False
+        )
     return ArtifactList(items=[ArtifactOut.model_validate(a) for a in run.artifacts])
 
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", response_class=FileResponse)
 async def download_artifact(
-    run_id: UUID, artifact_id: UUID, session: SessionDep, settings: SettingsDep, owner: OwnerDep
+    run_id: UUID,
+    artifact_id: UUID,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
 ) -> FileResponse:
     async with session.begin():
-        await runs.get_run(session, run_id, owner=owner, tasks=False, artifacts=False, audits=False)
-        artifact = await session.scalar(select(Artifact).where(Artifact.id == artifact_id, Artifact.run_id == run_id))
+        await runs.get_run(
+            session, run_id, owner=owner, tasks=False, artifacts=False, audits=False
+        )
+        artifact = await session.scalar(
+            select(Artifact).where(
+                Artifact.id == artifact_id, Artifact.run_id == run_id
+            )
+        )
     if artifact is None:
         raise ArtifactNotFound(f"run {run_id} has no artifact {artifact_id}")
     run_dir = os.path.realpath(settings.artifacts_root / str(run_id))
@@ -159,20 +241,30 @@ async def download_artifact(
     # realpath follows symlinks: a link planted in the tree cannot lead outside the run's directory.
     if os.path.commonpath([run_dir, target]) != run_dir or not os.path.isfile(target):
         raise ArtifactNotFound(f"artifact {artifact_id} is not available")
-    return FileResponse(target, filename=os.path.basename(target), media_type="application/octet-stream")
+    return FileResponse(
+        target, filename=os.path.basename(target), media_type="application/octet-stream"
+    )
 
 
 @router.get("/codex/shards")
 async def list_shards(session: SessionDep, settings: SettingsDep) -> ShardList:
     async with session.begin():
-        registered = {row.shard_index: row for row in (await session.scalars(select(CodexShardRow))).all()}
+        registered = {
+            row.shard_index: row
+            for row in (await session.scalars(select(CodexShardRow))).all()
+        }
     items = []
     for index in range(settings.codex_shards):
         row = registered.get(index)
-        items.append(ShardOut(
-            shard_index=index, queue=codex_queue_name(index), volume=codex_volume_name(index),
-            status="registered" if row else "unregistered",
-            hostname=row.hostname if row else None, registered_at=row.registered_at if row else None,
-            heartbeat_at=row.heartbeat_at if row else None,
-        ))
+        items.append(
+            ShardOut(
+                shard_index=index,
+                queue=codex_queue_name(index),
+                volume=codex_volume_name(index),
+                status="registered" if row else "unregistered",
+                hostname=row.hostname if row else None,
+                registered_at=row.registered_at if row else None,
+                heartbeat_at=row.heartbeat_at if row else None,
+            )
+        )
     return ShardList(items=items)

@@ -49,9 +49,21 @@ class NewRun:
     notes: str | None
 
     def matches(self, run: Run) -> bool:
-        return (run.repository, run.feature_key, run.base_branch, run.requested_task_id, run.publish_mode,
-                run.notes) == (self.repository, self.feature_key, self.base_branch, self.task_id,
-                               self.publish_mode, self.notes)
+        return (
+            run.repository,
+            run.feature_key,
+            run.base_branch,
+            run.requested_task_id,
+            run.publish_mode,
+            run.notes,
+        ) == (
+            self.repository,
+            self.feature_key,
+            self.base_branch,
+            self.task_id,
+            self.publish_mode,
+            self.notes,
+        )
 
 
 @dataclass(frozen=True)
@@ -61,20 +73,28 @@ class ListFilter:
     repository: str | None = None
 
 
-async def lock_run(session: AsyncSession, run_id: UUID, *, owner: UUID | None = None) -> Run | None:
+async def lock_run(
+    session: AsyncSession, run_id: UUID, *, owner: UUID | None = None
+) -> Run | None:
     """The run row, locked for this transaction: every transition of a run is serialised on it."""
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
         query = query.where(Run.created_by == owner)
-    return (await session.scalars(query.execution_options(populate_existing=True))).one_or_none()
+    return (
+        await session.scalars(query.execution_options(populate_existing=True))
+    ).one_or_none()
 
 
-async def _by_idempotency_key(session: AsyncSession, user_id: UUID, key: str) -> Run | None:
+async def _by_idempotency_key(
+    session: AsyncSession, user_id: UUID, key: str
+) -> Run | None:
     query = select(Run).where(Run.created_by == user_id, Run.idempotency_key == key)
     return (await session.scalars(query)).one_or_none()
 
 
-async def _active_run_id(session: AsyncSession, repository: str, feature_key: str) -> UUID | None:
+async def _active_run_id(
+    session: AsyncSession, repository: str, feature_key: str
+) -> UUID | None:
     query = select(Run.id).where(
         func.lower(Run.repository) == repository.lower(),
         Run.feature_key == feature_key,
@@ -84,7 +104,11 @@ async def _active_run_id(session: AsyncSession, repository: str, feature_key: st
 
 
 async def create_run(
-    session: AsyncSession, request: NewRun, *, user_id: UUID, idempotency_key: str | None
+    session: AsyncSession,
+    request: NewRun,
+    *,
+    user_id: UUID,
+    idempotency_key: str | None,
 ) -> tuple[Run, bool]:
     """Insert the run, its first task and the discovery command. Returns (run, created)."""
     if idempotency_key is not None:
@@ -118,34 +142,53 @@ async def create_run(
             if existing is not None:
                 return _replay(existing, request), False
         if "uq_spec_workflow_runs_active" in str(exc.orig):
-            active = await _active_run_id(session, request.repository, request.feature_key)
+            active = await _active_run_id(
+                session, request.repository, request.feature_key
+            )
             raise ActiveRunExists(
                 f"run {active} is still active for {request.repository} feature {request.feature_key}",
                 str(active) if active else None,
             ) from None
         raise
-    timeline(session, run, "run_created", attempt=1, repository=run.repository, featureKey=run.feature_key)
+    timeline(
+        session,
+        run,
+        "run_created",
+        attempt=1,
+        repository=run.repository,
+        featureKey=run.feature_key,
+    )
     await dispatch(session, run, TaskName.DISCOVER_NEXT_PHASE)
     return run, True
 
 
 def _replay(existing: Run, request: NewRun) -> Run:
     if not request.matches(existing):
-        raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request"
+        )
     return existing
 
 
-async def start_retry(session: AsyncSession, run_id: UUID, *, notes: str | None, owner: UUID | None) -> Run:
+async def start_retry(
+    session: AsyncSession, run_id: UUID, *, notes: str | None, owner: UUID | None
+) -> Run:
     """Resume a failed or cancelled run at its first unfinished task, as a new attempt."""
     run = await lock_run(session, run_id, owner=owner)
     if run is None:
         raise RunNotFound(f"no run {run_id}")
     if run.status not in RETRYABLE_RUN:
-        raise RunNotRetryable(f"run {run_id} is {run.status}; only failed or cancelled runs can be retried")
+        raise RunNotRetryable(
+            f"run {run_id} is {run.status}; only failed or cancelled runs can be retried"
+        )
     rows = await session.execute(
-        select(TaskState.task_name, TaskState.status).where(TaskState.run_id == run.id).order_by(TaskState.attempt)
+        select(TaskState.task_name, TaskState.status)
+        .where(TaskState.run_id == run.id)
+        .order_by(TaskState.attempt)
     )
-    latest = {TaskName(name): TaskStatus(status) for name, status in rows}  # later attempts overwrite
+    latest = {
+        TaskName(name): TaskStatus(status) for name, status in rows
+    }  # later attempts overwrite
     resume = resume_point(latest)
     previous = run.attempt
     run.attempt += 1
@@ -154,7 +197,14 @@ async def start_retry(session: AsyncSession, run_id: UUID, *, notes: str | None,
     run.finished_at = None
     if notes is not None:
         run.notes = notes
-    timeline(session, run, "run_retried", attempt=run.attempt, previousAttempt=previous, resumeAt=resume)
+    timeline(
+        session,
+        run,
+        "run_retried",
+        attempt=run.attempt,
+        previousAttempt=previous,
+        resumeAt=resume,
+    )
     await dispatch(session, run, resume)
     await announce_status(session, run)
     return run
@@ -170,7 +220,11 @@ async def cancel_run(session: AsyncSession, run_id: UUID, *, owner: UUID | None)
     open_tasks = (
         await session.scalars(
             select(TaskState)
-            .where(TaskState.run_id == run.id, TaskState.attempt == run.attempt, TaskState.status.in_(OPEN_TASK))
+            .where(
+                TaskState.run_id == run.id,
+                TaskState.attempt == run.attempt,
+                TaskState.status.in_(OPEN_TASK),
+            )
             .with_for_update()
         )
     ).all()
@@ -179,9 +233,18 @@ async def cancel_run(session: AsyncSession, run_id: UUID, *, owner: UUID | None)
         state.status = TaskStatus.CANCELLED
         state.finished_at = now
         task = TaskName(state.task_name)
-        if task is not TaskName.FINALIZE_RUN:  # the API runs finalize itself; no stage holds it
+        if (
+            task is not TaskName.FINALIZE_RUN
+        ):  # the API runs finalize itself; no stage holds it
             await outbox.enqueue(session, _cancel_command(run, task))
-        timeline(session, run, "task_cancelled", task=task, attempt=run.attempt, reason="cancel requested")
+        timeline(
+            session,
+            run,
+            "task_cancelled",
+            task=task,
+            attempt=run.attempt,
+            reason="cancel requested",
+        )
     run.status = RunStatus.CANCELLED
     run.finished_at = now
     await announce_status(session, run)
@@ -201,7 +264,12 @@ def _cancel_command(run: Run, task: TaskName) -> CancelTask:
 
 
 async def get_run(
-    session: AsyncSession, run_id: UUID, *, owner: UUID | None, tasks: bool = True, artifacts: bool = True,
+    session: AsyncSession,
+    run_id: UUID,
+    *,
+    owner: UUID | None,
+    tasks: bool = True,
+    artifacts: bool = True,
     audits: bool = True,
 ) -> Run:
     options = []
@@ -221,7 +289,11 @@ async def get_run(
 
 
 async def list_runs(
-    session: AsyncSession, filters: ListFilter, *, owner: UUID | None, limit: int,
+    session: AsyncSession,
+    filters: ListFilter,
+    *,
+    owner: UUID | None,
+    limit: int,
     after: tuple[datetime, UUID] | None,
 ) -> list[Run]:
     """Newest first, keyset-paginated on (created_at, id); returns up to `limit + 1` rows."""
@@ -237,7 +309,12 @@ async def list_runs(
         conditions.append(func.lower(Run.repository) == filters.repository.lower())
     if after is not None:
         created, last_id = after
-        conditions.append(or_(Run.created_at < created, and_(Run.created_at == created, Run.id < last_id)))
+        conditions.append(
+            or_(
+                Run.created_at < created,
+                and_(Run.created_at == created, Run.id < last_id),
+            )
+        )
     if conditions:
         query = query.where(*conditions)
     return list((await session.scalars(query)).all())

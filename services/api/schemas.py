@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 from shared.messages import PublishMode
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-GITHUB_SLUG_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+GITHUB_SLUG_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._][A-Za-z0-9._-]{0,99}")
 REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
@@ -29,26 +29,43 @@ def spec_kit_name(value: str, what: str) -> str:
 
 def repository_ref(value: str) -> str:
     """`owner/name` on GitHub, or an https/file git URL without credentials."""
-    if len(value) > 512 or not value or value != value.strip() or any(c.isspace() or ord(c) < 32 for c in value):
-        raise ValueError("repository must be owner/name or a git URL, without whitespace or control characters")
+    if (
+        len(value) > 512
+        or not value
+        or value != value.strip()
+        or any(c.isspace() or ord(c) < 32 for c in value)
+    ):
+        raise ValueError(
+            "repository must be owner/name or a git URL, without whitespace or control characters"
+        )
     if value.startswith("-"):
         raise ValueError("repository must not start with '-'")
     if "://" not in value:
         owner, _, name = value.partition("/")
-        if not GITHUB_SLUG_RE.fullmatch(value) or name in (".", "..") or owner.endswith("-"):
-            raise ValueError("repository must be a GitHub owner/name such as acme/shop, or an https:// or file:// URL")
+        if (
+            not GITHUB_SLUG_RE.fullmatch(value)
+            or name in (".", "..")
+            or owner.endswith("-")
+        ):
+            raise ValueError(
+                "repository must be a GitHub owner/name such as acme/shop, or an https:// or file:// URL"
+            )
         return value
     parts = urlsplit(value)
     if parts.scheme not in ("https", "file"):
         raise ValueError("repository URLs must use https:// or file://")
     if parts.username or parts.password:
-        raise ValueError("repository URLs must not carry credentials; store a token instead")
+        raise ValueError(
+            "repository URLs must not carry credentials; store a token instead"
+        )
     if parts.scheme == "https" and not parts.hostname:
         raise ValueError("https repository URLs need a host")
     if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
         raise ValueError("file repository URLs must be file:///absolute/path")
     if parts.query or parts.fragment or ".." in parts.path.split("/"):
-        raise ValueError("repository URLs must not have a query, a fragment or '..' segments")
+        raise ValueError(
+            "repository URLs must not have a query, a fragment or '..' segments"
+        )
     return value
 
 
@@ -60,7 +77,9 @@ def branch_name(value: str) -> str:
         or value.startswith(("-", "/", "."))
         or value.endswith(("/", ".", ".lock"))
         or REF_FORBIDDEN.search(value)
-        or any(part.startswith(".") or part.endswith(".lock") for part in value.split("/"))
+        or any(
+            part.startswith(".") or part.endswith(".lock") for part in value.split("/")
+        )
         or value == "@"
     ):
         raise ValueError("baseBranch is not a valid git branch name")
@@ -68,11 +87,15 @@ def branch_name(value: str) -> str:
 
 
 class CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, from_attributes=True
+    )
 
 
 class RunCreate(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, extra="forbid"
+    )
 
     repository: str = Field(max_length=512)
     feature_key: str = Field(max_length=128)
@@ -159,7 +182,9 @@ class RunOut(CamelModel):
     feature_key: str
     base_branch: str | None
     base_sha: str | None
-    task_id: str | None = Field(validation_alias="requested_task_id", serialization_alias="taskId")
+    task_id: str | None = Field(
+        validation_alias="requested_task_id", serialization_alias="taskId"
+    )
     publish_mode: str
     notes: str | None
     status: str

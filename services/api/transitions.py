@@ -95,8 +95,15 @@ async def record_started(session: AsyncSession, event: TaskStarted) -> Outcome:
     if run is None:
         return outcome
     now = datetime.now(UTC)
-    if not await _move_task(session, run, event.task, TaskStatus.RUNNING, started_at=now,
-                            lease_until=event.lease_until, heartbeat_at=now):
+    if not await _move_task(
+        session,
+        run,
+        event.task,
+        TaskStatus.RUNNING,
+        started_at=now,
+        lease_until=event.lease_until,
+        heartbeat_at=now,
+    ):
         return Outcome(False, "transition_not_allowed")
     timeline(session, run, "task_started", task=event.task, attempt=run.attempt)
     if run.status == RunStatus.PENDING:
@@ -112,8 +119,12 @@ async def record_heartbeat(session: AsyncSession, event: TaskHeartbeat) -> Outco
         return outcome
     result = await session.execute(
         update(TaskState)
-        .where(TaskState.run_id == run.id, TaskState.task_name == event.task, TaskState.attempt == run.attempt,
-               TaskState.status == TaskStatus.RUNNING)
+        .where(
+            TaskState.run_id == run.id,
+            TaskState.task_name == event.task,
+            TaskState.attempt == run.attempt,
+            TaskState.status == TaskStatus.RUNNING,
+        )
         .values(lease_until=event.lease_until, heartbeat_at=datetime.now(UTC))
         .returning(TaskState.id)
         .execution_options(synchronize_session=False)
@@ -121,7 +132,9 @@ async def record_heartbeat(session: AsyncSession, event: TaskHeartbeat) -> Outco
     return APPLIED if result.first() is not None else Outcome(False, "task_not_running")
 
 
-async def record_succeeded(session: AsyncSession, event: TaskSucceeded, *, shards: int) -> Outcome:
+async def record_succeeded(
+    session: AsyncSession, event: TaskSucceeded, *, shards: int
+) -> Outcome:
     run, outcome = await _current(session, event)
     if run is None:
         return outcome
@@ -129,12 +142,22 @@ async def record_succeeded(session: AsyncSession, event: TaskSucceeded, *, shard
     try:
         summary = summary_type.model_validate(event.summary) if summary_type else None
     except ValidationError as exc:
-        error = TaskError(code="invalid_message", message=f"{event.task} reported an unreadable summary: "
-                          f"{exc.error_count()} validation error(s)")
+        error = TaskError(
+            code="invalid_message",
+            message=f"{event.task} reported an unreadable summary: "
+            f"{exc.error_count()} validation error(s)",
+        )
         return await _fail(session, run, event.task, error)
     now = datetime.now(UTC)
-    if not await _move_task(session, run, event.task, TaskStatus.SUCCEEDED, finished_at=now,
-                            summary=event.summary, lease_until=None):
+    if not await _move_task(
+        session,
+        run,
+        event.task,
+        TaskStatus.SUCCEEDED,
+        finished_at=now,
+        summary=event.summary,
+        lease_until=None,
+    ):
         return Outcome(False, "transition_not_allowed")
     await _record_artifacts(session, run, event.task, event.artifacts)
     run.outputs = {**run.outputs, event.task: event.summary}
@@ -152,7 +175,9 @@ async def record_succeeded(session: AsyncSession, event: TaskSucceeded, *, shard
     return APPLIED
 
 
-async def _apply_summary(session: AsyncSession, run: Run, summary: Any, shards: int) -> bool:
+async def _apply_summary(
+    session: AsyncSession, run: Run, summary: Any, shards: int
+) -> bool:
     """Copy a stage's outputs onto the run; False when the run ends here (no work)."""
     if isinstance(summary, DiscoverySummary):
         run.base_branch, run.base_sha = summary.base_branch, summary.base_sha
@@ -160,14 +185,27 @@ async def _apply_summary(session: AsyncSession, run: Run, summary: Any, shards: 
             run.result = "no_work"
             _finish(run, RunStatus.SUCCEEDED, datetime.now(UTC))
             return False
-        shard = shard_for(run.repository, run.feature_key, summary.discovered.task_id, shards)
+        shard = shard_for(
+            run.repository, run.feature_key, summary.discovered.task_id, shards
+        )
         run.codex_shard_index = shard
-        run.codex_queue, run.codex_volume = codex_queue_name(shard), codex_volume_name(shard)
+        run.codex_queue, run.codex_volume = (
+            codex_queue_name(shard),
+            codex_volume_name(shard),
+        )
     elif isinstance(summary, PreflightSummary):
         run.codex_preflight_status = "passed"
         run.codex_preflight_message = summary.codex_preflight_message
-        session.add(CredentialAudit(id=uuid4(), run_id=run.id, attempt=run.attempt, codex_status=summary.codex_status,
-                                    github_status=summary.github_status, notes=summary.notes))
+        session.add(
+            CredentialAudit(
+                id=uuid4(),
+                run_id=run.id,
+                attempt=run.attempt,
+                codex_status=summary.codex_status,
+                github_status=summary.github_status,
+                notes=summary.notes,
+            )
+        )
     elif isinstance(summary, CodexSummary):
         run.codex_task_id = summary.codex_task_id
         run.codex_patch_path = summary.patch.path
@@ -188,21 +226,47 @@ async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
         run.codex_preflight_message = event.error.message
         audit = event.summary
         if "codex_status" in audit or "github_status" in audit:
-            session.add(CredentialAudit(
-                id=uuid4(), run_id=run.id, attempt=run.attempt,
-                codex_status=str(audit.get("codex_status", "unknown")),
-                github_status=str(audit.get("github_status", "unknown")), notes=event.error.message))
+            session.add(
+                CredentialAudit(
+                    id=uuid4(),
+                    run_id=run.id,
+                    attempt=run.attempt,
+                    codex_status=str(audit.get("codex_status", "unknown")),
+                    github_status=str(audit.get("github_status", "unknown")),
+                    notes=event.error.message,
+                )
+            )
     return await _fail(session, run, event.task, event.error, summary=event.summary)
 
 
 async def _fail(
-    session: AsyncSession, run: Run, task: TaskName, error: TaskError, *, summary: dict[str, Any] | None = None
+    session: AsyncSession,
+    run: Run,
+    task: TaskName,
+    error: TaskError,
+    *,
+    summary: dict[str, Any] | None = None,
 ) -> Outcome:
     now = datetime.now(UTC)
-    if not await _move_task(session, run, task, TaskStatus.FAILED, finished_at=now, lease_until=None,
-                            error=error.model_dump(mode="json"), summary=summary):
+    if not await _move_task(
+        session,
+        run,
+        task,
+        TaskStatus.FAILED,
+        finished_at=now,
+        lease_until=None,
+        error=error.model_dump(mode="json"),
+        summary=summary,
+    ):
         return Outcome(False, "transition_not_allowed")
-    timeline(session, run, "task_failed", task=task, attempt=run.attempt, errorCode=error.code)
+    timeline(
+        session,
+        run,
+        "task_failed",
+        task=task,
+        attempt=run.attempt,
+        errorCode=error.code,
+    )
     run.error_code, run.error_message = error.code, error.message
     _finish(run, RunStatus.FAILED, now)
     await announce_status(session, run)
@@ -216,24 +280,49 @@ async def record_cancelled(session: AsyncSession, event: TaskCancelled) -> Outco
         return Outcome(False, "unknown_run")
     if event.attempt != run.attempt:
         return Outcome(False, "stale_attempt")
-    moved = await _move_task(session, run, event.task, TaskStatus.CANCELLED, finished_at=datetime.now(UTC))
+    moved = await _move_task(
+        session, run, event.task, TaskStatus.CANCELLED, finished_at=datetime.now(UTC)
+    )
     if run.status in ACTIVE_RUN:
-        timeline(session, run, "task_cancelled", task=event.task, attempt=run.attempt, reason=event.reason)
+        timeline(
+            session,
+            run,
+            "task_cancelled",
+            task=event.task,
+            attempt=run.attempt,
+            reason=event.reason,
+        )
         _finish(run, RunStatus.CANCELLED, datetime.now(UTC))
         await announce_status(session, run)
         return APPLIED
     return APPLIED if moved else Outcome(False, "transition_not_allowed")
 
 
-async def fail_dead_letter(session: AsyncSession, message: Message, error: TaskError) -> Outcome:
+async def fail_dead_letter(
+    session: AsyncSession, message: Message, error: TaskError
+) -> Outcome:
     """A message of this run died (unreadable, or its handler crashed): fail that attempt."""
     run, outcome = await _current(session, message)
     if run is None:
         return outcome
     now = datetime.now(UTC)
-    await _move_task(session, run, message.task, TaskStatus.FAILED, finished_at=now, lease_until=None,
-                     error=error.model_dump(mode="json"))
-    timeline(session, run, "message_dead_lettered", task=message.task, attempt=run.attempt, errorCode=error.code)
+    await _move_task(
+        session,
+        run,
+        message.task,
+        TaskStatus.FAILED,
+        finished_at=now,
+        lease_until=None,
+        error=error.model_dump(mode="json"),
+    )
+    timeline(
+        session,
+        run,
+        "message_dead_lettered",
+        task=message.task,
+        attempt=run.attempt,
+        errorCode=error.code,
+    )
     run.error_code, run.error_message = error.code, error.message
     _finish(run, RunStatus.FAILED, now)
     await announce_status(session, run)
@@ -246,17 +335,30 @@ async def finalize(session: AsyncSession, event: Message) -> tuple[Run | None, O
     if run is None:
         return None, outcome
     now = datetime.now(UTC)
-    if not await _move_task(session, run, TaskName.FINALIZE_RUN, TaskStatus.SUCCEEDED, started_at=now,
-                            finished_at=now):
+    if not await _move_task(
+        session,
+        run,
+        TaskName.FINALIZE_RUN,
+        TaskStatus.SUCCEEDED,
+        started_at=now,
+        finished_at=now,
+    ):
         return None, Outcome(False, "transition_not_allowed")
-    timeline(session, run, "task_succeeded", task=TaskName.FINALIZE_RUN, attempt=run.attempt)
+    timeline(
+        session, run, "task_succeeded", task=TaskName.FINALIZE_RUN, attempt=run.attempt
+    )
     _finish(run, RunStatus.SUCCEEDED, now)
     await announce_status(session, run)
     return run, APPLIED
 
 
 async def record_manifest(session: AsyncSession, run: Run, path: str) -> None:
-    await _record_artifacts(session, run, TaskName.FINALIZE_RUN, [ArtifactRef(path=path, artifact_type="manifest")])
+    await _record_artifacts(
+        session,
+        run,
+        TaskName.FINALIZE_RUN,
+        [ArtifactRef(path=path, artifact_type="manifest")],
+    )
 
 
 def _finish(run: Run, status: RunStatus, now: datetime) -> None:
@@ -271,58 +373,104 @@ def safe_relative(path: str) -> str | None:
     if not path or "\x00" in path or "\\" in path or len(path) > 1024:
         return None
     pure = PurePosixPath(path)
-    if pure.is_absolute() or any(part in ("..", "") for part in pure.parts) or str(pure) == ".":
+    if (
+        pure.is_absolute()
+        or any(part in ("..", "") for part in pure.parts)
+        or str(pure) == "."
+    ):
         return None
     return str(pure)
 
 
-async def _record_artifacts(session: AsyncSession, run: Run, task: TaskName, refs: list[ArtifactRef]) -> None:
+async def _record_artifacts(
+    session: AsyncSession, run: Run, task: TaskName, refs: list[ArtifactRef]
+) -> None:
     for ref in refs:
         path = safe_relative(ref.path)
         if path is None:
             continue  # a stage never names files outside its run; drop rather than trust
         await session.execute(
             insert(Artifact)
-            .values(id=uuid4(), run_id=run.id, artifact_type=ref.artifact_type[:64], path=path, task_name=task,
-                    attempt=run.attempt)
+            .values(
+                id=uuid4(),
+                run_id=run.id,
+                artifact_type=ref.artifact_type[:64],
+                path=path,
+                task_name=task,
+                attempt=run.attempt,
+            )
             .on_conflict_do_nothing(constraint="uq_workflow_artifacts_path")
         )
 
 
-async def expired_leases(session: AsyncSession, now: datetime, limit: int = 100) -> list[tuple[Any, ...]]:
+async def expired_leases(
+    session: AsyncSession, now: datetime, limit: int = 100
+) -> list[tuple[Any, ...]]:
     """(run_id, task, attempt) of running tasks whose lease ran out on the run's current attempt."""
     rows = await session.execute(
         select(TaskState.run_id, TaskState.task_name, TaskState.attempt)
         .join(Run, Run.id == TaskState.run_id)
-        .where(TaskState.status == TaskStatus.RUNNING, TaskState.lease_until < now, TaskState.attempt == Run.attempt,
-               Run.status.in_(ACTIVE_RUN))
+        .where(
+            TaskState.status == TaskStatus.RUNNING,
+            TaskState.lease_until < now,
+            TaskState.attempt == Run.attempt,
+            Run.status.in_(ACTIVE_RUN),
+        )
         .limit(limit)
     )
     return [tuple(row) for row in rows]
 
 
-async def reap(session: AsyncSession, key: tuple[Any, ...], *, now: datetime, max_redispatch: int) -> Outcome:
+async def reap(
+    session: AsyncSession, key: tuple[Any, ...], *, now: datetime, max_redispatch: int
+) -> Outcome:
     """Send an expired task's command again, or fail the run once it was re-sent `max_redispatch` times."""
     run_id, task_name, attempt = key
     run = await lock_run(session, run_id)
     if run is None or run.attempt != attempt or run.status not in ACTIVE_RUN:
         return Outcome(False, "run_moved_on")
-    state = (await session.scalars(
-        select(TaskState).where(TaskState.run_id == run_id, TaskState.task_name == task_name,
-                                TaskState.attempt == attempt).with_for_update()
-    )).one_or_none()
-    if state is None or state.status != TaskStatus.RUNNING or state.lease_until is None or state.lease_until >= now:
+    state = (
+        await session.scalars(
+            select(TaskState)
+            .where(
+                TaskState.run_id == run_id,
+                TaskState.task_name == task_name,
+                TaskState.attempt == attempt,
+            )
+            .with_for_update()
+        )
+    ).one_or_none()
+    if (
+        state is None
+        or state.status != TaskStatus.RUNNING
+        or state.lease_until is None
+        or state.lease_until >= now
+    ):
         return Outcome(False, "lease_renewed")
     task = TaskName(task_name)
     if state.redispatches >= max_redispatch:
-        error = TaskError(code="lease_expired", message=f"{task} stopped reporting progress "
-                          f"(lease expired {state.redispatches + 1} time(s))", retryable=True)
+        error = TaskError(
+            code="lease_expired",
+            message=f"{task} stopped reporting progress "
+            f"(lease expired {state.redispatches + 1} time(s))",
+            retryable=True,
+        )
         return await _fail(session, run, task, error)
     state.redispatches += 1
     state.status = TaskStatus.QUEUED
     state.lease_until = None
-    payload = {**state.payload, "message_id": str(command_id(run.id, task, attempt, state.redispatches)),
-               "occurred_at": now.isoformat()}
+    payload = {
+        **state.payload,
+        "message_id": str(command_id(run.id, task, attempt, state.redispatches)),
+        "occurred_at": now.isoformat(),
+    }
     await outbox.enqueue(session, COMMAND_TYPES[task].model_validate(payload))
-    timeline(session, run, "task_redispatched", task=task, attempt=attempt, redispatch=state.redispatches)
+    timeline(
+        session,
+        run,
+        "task_redispatched",
+        task=task,
+        attempt=attempt,
+        redispatch=state.redispatches,
+    )
     return APPLIED

@@ -30,17 +30,19 @@ def artifacts_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(infra: Infra, artifacts_root: Path) -> Settings:
-    return Settings(**{  # type: ignore[arg-type]
-        "DATABASE_URL": infra.database_url,
-        "RABBITMQ_URL": infra.rabbitmq_url,
-        "ARTIFACTS_ROOT": str(artifacts_root),
-        "CODEX_SHARDS": SHARDS,
-        "RELAY_INTERVAL": 0.5,
-        "REAPER_INTERVAL": 0.3,
-        "LEASE_MAX_REDISPATCH": 1,
-        "LOG_JSON": False,
-        "LOG_LEVEL": "WARNING",
-    })
+    return Settings(
+        **{  # type: ignore[arg-type]
+            "DATABASE_URL": infra.database_url,
+            "RABBITMQ_URL": infra.rabbitmq_url,
+            "ARTIFACTS_ROOT": str(artifacts_root),
+            "CODEX_SHARDS": SHARDS,
+            "RELAY_INTERVAL": 0.5,
+            "REAPER_INTERVAL": 0.3,
+            "LEASE_MAX_REDISPATCH": 1,
+            "LOG_JSON": False,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -55,7 +57,9 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         relay = Relay(settings, database, relay_broker)
         relay_task = asyncio.create_task(relay.serve())
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://api"
+            ) as client:
                 yield client
         finally:
             relay.stop.set()
@@ -66,7 +70,9 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def stages(settings: Settings, api: httpx.AsyncClient, artifacts_root: Path) -> AsyncIterator[StageHarness]:
+async def stages(
+    settings: Settings, api: httpx.AsyncClient, artifacts_root: Path
+) -> AsyncIterator[StageHarness]:
     harness = StageHarness(str(settings.rabbitmq_url), SHARDS, artifacts_root)
     await harness.start()
     yield harness
@@ -74,7 +80,9 @@ async def stages(settings: Settings, api: httpx.AsyncClient, artifacts_root: Pat
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def database(settings: Settings, api: httpx.AsyncClient) -> AsyncIterator[Database]:
+async def database(
+    settings: Settings, api: httpx.AsyncClient
+) -> AsyncIterator[Database]:
     """Direct database access for assertions (the schema exists once `api` started)."""
     db = Database(str(settings.database_url), pool_size=2)
     yield db

@@ -18,7 +18,9 @@ def feature() -> str:
     return f"f-{uuid.uuid4().hex[:10]}"
 
 
-async def test_run_succeeds_through_every_stage(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_run_succeeds_through_every_stage(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     key = feature()
     created = await create_run(api, key, notes="keep it small")
     assert created["status"] == "pending"
@@ -48,7 +50,9 @@ async def test_run_succeeds_through_every_stage(api: httpx.AsyncClient, stages: 
     assert codex_cmd.shard.codex_shard_index == run["codexShardIndex"]
 
 
-async def test_timeline_is_ordered_and_resumable(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_timeline_is_ordered_and_resumable(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     run = await wait_for(api, (await create_run(api, feature()))["id"])
 
     events = (await api.get(f"{RUNS}/{run['id']}/events")).json()
@@ -63,7 +67,9 @@ async def test_timeline_is_ordered_and_resumable(api: httpx.AsyncClient, stages:
     assert later["lastSeq"] == seqs[-1]
 
 
-async def test_artifact_download_serves_the_stage_file(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_artifact_download_serves_the_stage_file(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     run = await wait_for(api, (await create_run(api, feature()))["id"])
     listing = (await api.get(f"{RUNS}/{run['id']}/artifacts")).json()["items"]
     patch = next(a for a in listing if a["artifactType"] == "patch")
@@ -80,7 +86,9 @@ async def test_artifact_download_serves_the_stage_file(api: httpx.AsyncClient, s
     assert missing.json()["detail"]["code"] == "artifact_not_found"
 
 
-async def test_no_work_ends_succeeded_without_later_stages(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_no_work_ends_succeeded_without_later_stages(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     key = feature()
     stages.script(key, no_work=True)
     run = await wait_for(api, (await create_run(api, key))["id"])
@@ -93,7 +101,9 @@ async def test_no_work_ends_succeeded_without_later_stages(api: httpx.AsyncClien
 
 
 @pytest.mark.parametrize("stage", STAGES)
-async def test_run_fails_at_the_failing_stage(api: httpx.AsyncClient, stages: StageHarness, stage: TaskName) -> None:
+async def test_run_fails_at_the_failing_stage(
+    api: httpx.AsyncClient, stages: StageHarness, stage: TaskName
+) -> None:
     key = feature()
     stages.script(key, fail_at=stage, fail_code=f"{stage}_broken")
     run = await wait_for(api, (await create_run(api, key))["id"])
@@ -117,7 +127,9 @@ async def test_retry_resumes_at_the_failed_stage_reusing_earlier_outputs(
     failed = await wait_for(api, (await create_run(api, key))["id"])
     assert failed["errorCode"] == "push_rejected"
 
-    retried = await api.post(f"{RUNS}/{failed['id']}/retry", json={"notes": "token fixed"})
+    retried = await api.post(
+        f"{RUNS}/{failed['id']}/retry", json={"notes": "token fixed"}
+    )
     assert retried.status_code == 202, retried.text
     assert retried.json()["attempt"] == 2
     assert retried.json()["status"] == "pending"
@@ -126,7 +138,11 @@ async def test_retry_resumes_at_the_failed_stage_reusing_earlier_outputs(
     assert run["status"] == "succeeded"
     assert run["errorCode"] is None
     assert run["notes"] == "token fixed"
-    for earlier in (TaskName.DISCOVER_NEXT_PHASE, TaskName.CODEX_PREFLIGHT, TaskName.SUBMIT_CODEX_JOB):
+    for earlier in (
+        TaskName.DISCOVER_NEXT_PHASE,
+        TaskName.CODEX_PREFLIGHT,
+        TaskName.SUBMIT_CODEX_JOB,
+    ):
         assert len(stages.commands(key, earlier)) == 1, f"{earlier} ran again"
     first, second = stages.commands(key, TaskName.APPLY_AND_PUBLISH)
     assert isinstance(first, ApplyAndPublish) and isinstance(second, ApplyAndPublish)
@@ -140,11 +156,18 @@ async def test_retry_resumes_at_the_failed_stage_reusing_earlier_outputs(
     assert (TaskName.APPLY_AND_PUBLISH, 1, "failed") in attempts
 
 
-async def test_retry_is_refused_for_running_and_succeeded_runs(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_retry_is_refused_for_running_and_succeeded_runs(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     key = feature()
     stages.script(key, hold=frozenset({TaskName.SUBMIT_CODEX_JOB}))
     run = await create_run(api, key)
-    await wait_for(api, run["id"], frozenset({"running"}), where=lambda r: r["currentTask"] == "submit_codex_job")
+    await wait_for(
+        api,
+        run["id"],
+        frozenset({"running"}),
+        where=lambda r: r["currentTask"] == "submit_codex_job",
+    )
     running = await api.post(f"{RUNS}/{run['id']}/retry")
     assert running.status_code == 409
     assert running.json()["detail"]["code"] == "retry_not_allowed"
@@ -158,22 +181,36 @@ async def test_retry_is_refused_for_running_and_succeeded_runs(api: httpx.AsyncC
     assert missing.json()["detail"]["code"] == "workflow_not_found"
 
 
-async def test_cancel_stops_the_stage_holding_the_run(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_cancel_stops_the_stage_holding_the_run(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     key = feature()
     stages.script(key, hold=frozenset({TaskName.SUBMIT_CODEX_JOB}))
     run = await create_run(api, key)
-    await wait_for(api, run["id"], frozenset({"running"}), where=lambda r: r["currentTask"] == "submit_codex_job")
+    await wait_for(
+        api,
+        run["id"],
+        frozenset({"running"}),
+        where=lambda r: r["currentTask"] == "submit_codex_job",
+    )
 
     cancelled = await api.post(f"{RUNS}/{run['id']}/cancel")
     assert cancelled.status_code == 202, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
-    final = await wait_for(api, run["id"], frozenset({"cancelled"}),
-                           where=lambda r: any(e["status"] == "cancelled" for e in r["tasks"]))
+    final = await wait_for(
+        api,
+        run["id"],
+        frozenset({"cancelled"}),
+        where=lambda r: any(e["status"] == "cancelled" for e in r["tasks"]),
+    )
     assert final["taskSummary"][-1]["taskName"] == TaskName.SUBMIT_CODEX_JOB
     assert final["taskSummary"][-1]["status"] == "cancelled"
     cancel = next(c for c in stages.cancels if str(c.run_id) == run["id"])
     assert cancel.task is TaskName.SUBMIT_CODEX_JOB
-    assert cancel.shard is not None and cancel.shard.codex_shard_index == final["codexShardIndex"]
+    assert (
+        cancel.shard is not None
+        and cancel.shard.codex_shard_index == final["codexShardIndex"]
+    )
     again = await api.post(f"{RUNS}/{run['id']}/cancel")
     assert again.status_code == 409
     assert again.json()["detail"]["code"] == "cancel_not_allowed"
@@ -187,7 +224,9 @@ async def test_cancel_stops_the_stage_holding_the_run(api: httpx.AsyncClient, st
     assert len(stages.commands(key, TaskName.DISCOVER_NEXT_PHASE)) == 1
 
 
-async def test_cancel_of_a_pending_run_before_any_stage_reports(api: httpx.AsyncClient, stages: StageHarness) -> None:
+async def test_cancel_of_a_pending_run_before_any_stage_reports(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
     key = feature()
     stages.script(key, hold=frozenset({TaskName.DISCOVER_NEXT_PHASE}))
     run = await create_run(api, key)

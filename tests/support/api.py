@@ -12,14 +12,21 @@ RUNS = "/api/workflows/speckit/runs"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
-async def create_run(client: httpx.AsyncClient, feature_key: str, **fields: Any) -> dict[str, Any]:
-    response = await client.post(RUNS, json={"repository": "acme/shop", "featureKey": feature_key, **fields})
+async def create_run(
+    client: httpx.AsyncClient, feature_key: str, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        RUNS, json={"repository": "acme/shop", "featureKey": feature_key, **fields}
+    )
     assert response.status_code == 202, response.text
     return dict(response.json())
 
 
 async def wait_for(
-    client: httpx.AsyncClient, run_id: str, statuses: frozenset[str] = TERMINAL, timeout: float = 20.0,
+    client: httpx.AsyncClient,
+    run_id: str,
+    statuses: frozenset[str] = TERMINAL,
+    timeout: float = 20.0,
     where: Any = None,
 ) -> dict[str, Any]:
     """Poll the run until its status is in `statuses` (and `where(run)` holds, if given)."""
@@ -32,4 +39,6 @@ async def wait_for(
         if run["status"] in statuses and (where is None or where(run)):
             return run
         await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} still {run.get('status')} after {timeout}s: {run}")
+    raise AssertionError(
+        f"run {run_id} still {run.get('status')} after {timeout}s: {run}"
+    )

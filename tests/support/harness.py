@@ -67,22 +67,38 @@ class StageHarness:
     shards: int
     artifacts_root: Path
     scripts: dict[str, Script] = field(default_factory=dict)
-    received: dict[tuple[str, TaskName], list[Command]] = field(default_factory=lambda: defaultdict(list))
+    received: dict[tuple[str, TaskName], list[Command]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     cancels: list[CancelTask] = field(default_factory=list)
     released: dict[str, asyncio.Event] = field(default_factory=dict)
     published: list[Message] = field(default_factory=list)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.broker = RabbitBroker(self.rabbitmq_url, default_channel=Channel(prefetch_count=20),
-                                   logger=logging.getLogger("harness.broker"))
+        self.broker = RabbitBroker(
+            self.rabbitmq_url,
+            default_channel=Channel(prefetch_count=20),
+            logger=logging.getLogger("harness.broker"),
+        )
         b = self.broker
-        b.subscriber(queue_for("preflight", Route.DISCOVER_NEXT_PHASE), EXCHANGE)(self._discover)
-        b.subscriber(queue_for("preflight", Route.CODEX_PREFLIGHT), EXCHANGE)(self._preflight)
-        b.subscriber(queue_for("publisher", Route.APPLY_AND_PUBLISH), EXCHANGE)(self._publish)
-        for cancel_route in (Route.CANCEL_DISCOVER_NEXT_PHASE, Route.CANCEL_CODEX_PREFLIGHT):
+        b.subscriber(queue_for("preflight", Route.DISCOVER_NEXT_PHASE), EXCHANGE)(
+            self._discover
+        )
+        b.subscriber(queue_for("preflight", Route.CODEX_PREFLIGHT), EXCHANGE)(
+            self._preflight
+        )
+        b.subscriber(queue_for("publisher", Route.APPLY_AND_PUBLISH), EXCHANGE)(
+            self._publish
+        )
+        for cancel_route in (
+            Route.CANCEL_DISCOVER_NEXT_PHASE,
+            Route.CANCEL_CODEX_PREFLIGHT,
+        ):
             b.subscriber(queue_for("preflight", cancel_route), EXCHANGE)(self._cancel)
-        b.subscriber(queue_for("publisher", Route.CANCEL_APPLY_AND_PUBLISH), EXCHANGE)(self._cancel)
+        b.subscriber(queue_for("publisher", Route.CANCEL_APPLY_AND_PUBLISH), EXCHANGE)(
+            self._cancel
+        )
         for shard in range(self.shards):
             b.subscriber(codex_queue(shard), EXCHANGE)(self._codex)
             b.subscriber(codex_cancel_queue(shard), EXCHANGE)(self._cancel)
@@ -109,11 +125,21 @@ class StageHarness:
 
     async def emit(self, event: Message) -> None:
         self.published.append(event)
-        await self.broker.publish(event, exchange=EXCHANGE, routing_key=EVENT_ROUTES[type(event)], persist=True)
+        await self.broker.publish(
+            event,
+            exchange=EXCHANGE,
+            routing_key=EVENT_ROUTES[type(event)],
+            persist=True,
+        )
 
     # ------------------------------------------------------------------ stage behaviour
 
-    async def _serve(self, cmd: Command, summary: dict[str, Any], artifacts: list[ArtifactRef] | None = None) -> None:
+    async def _serve(
+        self,
+        cmd: Command,
+        summary: dict[str, Any],
+        artifacts: list[ArtifactRef] | None = None,
+    ) -> None:
         self.received[(cmd.feature_key, cmd.task)].append(cmd)
         script = self.scripts.get(cmd.feature_key, Script())
         if script.crash_at is cmd.task:
@@ -121,9 +147,14 @@ class StageHarness:
         lease = datetime.now(UTC) + timedelta(seconds=script.lease_seconds or 300)
         started = cmd.reply(TaskStarted, lease_until=lease)
         if script.fail_at is cmd.task and cmd.attempt in script.fail_attempts:
-            outcome: Message = cmd.reply(TaskFailed, error=TaskError(code=script.fail_code, message="scripted failure"))
+            outcome: Message = cmd.reply(
+                TaskFailed,
+                error=TaskError(code=script.fail_code, message="scripted failure"),
+            )
         else:
-            outcome = cmd.reply(TaskSucceeded, summary=summary, artifacts=artifacts or [])
+            outcome = cmd.reply(
+                TaskSucceeded, summary=summary, artifacts=artifacts or []
+            )
         if script.outcome_first:
             await self._emit(outcome, script)
             await self._emit(started, script)
@@ -133,13 +164,18 @@ class StageHarness:
             return
         if cmd.task in script.hold:
             # Like the Codex runner's lease design: ack now, finish in the background.
-            self._background.add(asyncio.create_task(self._after_hold(cmd, outcome, script)))
+            self._background.add(
+                asyncio.create_task(self._after_hold(cmd, outcome, script))
+            )
             return
         await self._emit(outcome, script)
 
     async def _after_hold(self, cmd: Command, outcome: Message, script: Script) -> None:
         await self.released.setdefault(str(cmd.run_id), asyncio.Event()).wait()
-        if any((c.run_id, c.task, c.attempt) == (cmd.run_id, cmd.task, cmd.attempt) for c in self.cancels):
+        if any(
+            (c.run_id, c.task, c.attempt) == (cmd.run_id, cmd.task, cmd.attempt)
+            for c in self.cancels
+        ):
             outcome = cmd.reply(TaskCancelled, reason="stopped on request")
         await self._emit(outcome, script)
 
@@ -155,14 +191,18 @@ class StageHarness:
             result="no_work" if script.no_work else "task_found",
             base_branch=cmd.base_branch or "main",
             base_sha=BASE_SHA,
-            discovered=None if script.no_work else DiscoveredTask(task_id=task_id, description="Add the cart model"),
+            discovered=None
+            if script.no_work
+            else DiscoveredTask(task_id=task_id, description="Add the cart model"),
             spec_title="Checkout",
             has_plan=True,
         )
         await self._serve(cmd, summary.model_dump(mode="json"))
 
     async def _preflight(self, cmd: CodexPreflight) -> None:
-        summary = PreflightSummary(codex_status="logged_in", github_status="valid", notes="scripted")
+        summary = PreflightSummary(
+            codex_status="logged_in", github_status="valid", notes="scripted"
+        )
         await self._serve(cmd, summary.model_dump(mode="json"))
 
     async def _codex(self, cmd: SubmitCodexJob) -> None:
@@ -170,7 +210,9 @@ class StageHarness:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "patch.diff").write_text(f"diff for {cmd.spec_task.task_id}\n")
         patch = ArtifactRef(path="patch.diff", artifact_type="patch")
-        summary = CodexSummary(patch=patch, codex_task_id=f"thread-{cmd.run_id}", files_changed=1)
+        summary = CodexSummary(
+            patch=patch, codex_task_id=f"thread-{cmd.run_id}", files_changed=1
+        )
         await self._serve(cmd, summary.model_dump(mode="json"), [patch])
 
     async def _publish(self, cmd: ApplyAndPublish) -> None:
