@@ -43,7 +43,13 @@ async def create_database_if_missing(database_url: str) -> bool:
         await conn.close()
 
 
+def asyncpg_url(database_url: str) -> str:
+    """The same URL with the asyncpg driver: `postgresql://…` alone would select psycopg."""
+    url = make_url(database_url)
+    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
 async def prepare_database(database_url: str) -> None:
     """Create the database if needed and migrate it to head (Alembic runs its own event loop: use a thread)."""
     await create_database_if_missing(database_url)
-    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "head")
+    await asyncio.to_thread(command.upgrade, alembic_config(asyncpg_url(database_url)), "head")

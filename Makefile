@@ -1,0 +1,92 @@
+# The only task runner. `make help` lists the targets; README.md explains them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
+MANAGEMENT_URL := http://127.0.0.1:15672
+
+.PHONY: help venv services up down status demo fmt lint test test-unit test-integration test-e2e check \
+	compose-up compose-down
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## create .venv and install the project into it (again whenever pyproject.toml changes)
+
+.env: | .env.example
+	cp .env.example .env
+	@echo "created .env from .env.example: local PostgreSQL and RabbitMQ"
+
+services: ## make sure local PostgreSQL and RabbitMQ (with its management API) are up
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect \
+		"$$(ls /etc/postgresql | sort -V | tail -n 1)" main start
+	@for _ in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+	@pg_isready -h 127.0.0.1 -p 5432
+	@rabbitmq-diagnostics -q ping >/dev/null 2>&1 || rabbitmq-server -detached
+	@# await_startup fails at once while the Erlang node is not up yet, so retry it
+	@for _ in $$(seq 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+	@rabbitmqctl -q await_startup
+	@curl -sf -o /dev/null -u guest:guest $(MANAGEMENT_URL)/api/overview \
+		|| rabbitmq-plugins -q enable rabbitmq_management
+	@for _ in $$(seq 60); do curl -sf -o /dev/null -u guest:guest $(MANAGEMENT_URL)/api/overview && break; \
+		sleep 1; done
+	@curl -sf -o /dev/null -u guest:guest $(MANAGEMENT_URL)/api/overview \
+		&& echo "PostgreSQL and RabbitMQ are up; management API at $(MANAGEMENT_URL)"
+
+up: $(STAMP) .env services ## start the API, relay and workers in the background (pids and logs under var/)
+	$(BIN)/spec-workflow up
+
+down: $(STAMP) ## stop exactly the processes `make up` started
+	$(BIN)/spec-workflow down
+
+status: $(STAMP) ## list the processes `make up` started and the API's readiness
+	$(BIN)/spec-workflow status
+
+demo: up ## make up, then create a run over HTTP and follow it to its end
+	$(BIN)/spec-workflow demo
+
+fmt: $(STAMP) ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: $(STAMP) ## ruff format --check, ruff check, mypy, import-linter
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared services tests
+	$(BIN)/lint-imports
+
+test-unit: $(STAMP) ## unit tests only (no network)
+	$(PYTEST) tests/unit
+
+test-integration: $(STAMP) services ## integration tests (real PostgreSQL and RabbitMQ)
+	$(PYTEST) tests/integration
+
+test-e2e: $(STAMP) services ## end-to-end tests (the services as real processes)
+	$(PYTEST) tests/e2e
+
+test: $(STAMP) services ## the whole suite: unit, integration, e2e
+	$(PYTEST) tests
+
+check: lint test ## lint, then the whole suite
+
+# `up --wait` fails when a one-shot container exits, even with 0 (docker/compose#10596):
+# bring up the servers, run the one-shot setup to completion, then the long-running rest.
+compose-up: .env ## the system through docker compose (needs a Docker engine)
+	docker compose build
+	docker compose up --detach --wait rabbitmq postgres
+	docker compose run --rm --no-deps setup
+	docker compose up --detach --wait --no-deps $$(docker compose config --services | grep -vxE 'rabbitmq|postgres|setup')
+
+compose-down: ## stop the compose stack
+	docker compose down

@@ -1,0 +1,111 @@
+"""`spec-workflow`: local launcher, database and broker set-up, demo."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, TypeVar
+
+import httpx
+import typer
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from services.cli import demo as demo_run
+from services.cli import launcher
+from services.cli.broker import amqp_target, management_client, setup_broker
+from services.cli.settings import BrokerSettings, DatabaseSettings, LauncherSettings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="The Postgres database.")
+broker_app = typer.Typer(no_args_is_help=True, help="The RabbitMQ vhost and policy.")
+app.add_typer(db_app, name="db")
+app.add_typer(broker_app, name="broker")
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+@app.command()
+def up() -> None:
+    """Set up broker and database, start API, relay and workers, wait for /readyz."""
+    settings = _settings(LauncherSettings)
+    broker, database = _settings(BrokerSettings), _settings(DatabaseSettings)
+    raise typer.Exit(
+        launcher.up(settings, prepare=lambda: asyncio.run(_prepare(broker, database)))
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop what `up` started: SIGTERM, SIGKILL after LAUNCHER_STOP_TIMEOUT."""
+    raise typer.Exit(launcher.down(_settings(LauncherSettings)))
+
+
+@app.command()
+def status() -> None:
+    """List the local processes and the API's readiness; exit 1 unless all run."""
+    raise typer.Exit(launcher.status(_settings(LauncherSettings)))
+
+
+@app.command()
+def demo(
+    repository: Annotated[
+        str, typer.Option(help="owner/name or git URL")
+    ] = "acme/shop",
+    feature_key: Annotated[str, typer.Option(help="Spec Kit feature")] = "042-checkout",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the end")] = 60.0,
+) -> None:
+    """Create a run on the running API and follow it to its end."""
+    base_url = _settings(LauncherSettings).base_url
+    raise typer.Exit(demo_run.run_demo(base_url, repository, feature_key, timeout))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the DATABASE_URL database if missing and migrate it to head."""
+    asyncio.run(_db_upgrade(_settings(DatabaseSettings)))
+
+
+@broker_app.command("setup")
+def broker_setup() -> None:
+    """Create RABBITMQ_URL's vhost if missing, grant its user, apply the policy."""
+    asyncio.run(_broker_setup(_settings(BrokerSettings)))
+
+
+def _settings(kind: type[S]) -> S:
+    """Read settings, or exit 2 naming what is missing or wrong."""
+    try:
+        return kind()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            typer.echo(f"{name}: {problem['msg']} (see .env.example)", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _prepare(broker: BrokerSettings, database: DatabaseSettings) -> None:
+    await _broker_setup(broker)
+    await _db_upgrade(database)
+
+
+async def _broker_setup(settings: BrokerSettings) -> None:
+    target = amqp_target(str(settings.rabbitmq_url))
+    url = str(settings.management_url)
+    try:
+        async with management_client(url, target) as client:
+            done = await setup_broker(client, target, settings.delivery_limit)
+    except httpx.HTTPError as error:
+        typer.echo(f"RabbitMQ management API at {url}: {error!r}", err=True)
+        typer.echo("is the management plugin enabled? `make services`", err=True)
+        raise typer.Exit(1) from None
+    created = " (created)" if done.vhost_created else ""
+    typer.echo(f"RabbitMQ {done.rabbitmq_version}: vhost {done.vhost!r}{created}")
+    typer.echo(f"  {target.user} granted; policy {done.policy}")
+
+
+async def _db_upgrade(settings: DatabaseSettings) -> None:
+    # imported here: the other commands need none of the api
+    from services.api.migrate import prepare_database
+
+    await prepare_database(str(settings.database_url))
+    name = (settings.database_url.path or "").lstrip("/")
+    typer.echo(f"database {name!r} migrated to head")

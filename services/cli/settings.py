@@ -1,0 +1,59 @@
+"""What the `spec-workflow` CLI reads from the environment or `.env`, by concern."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AmqpDsn, Field, HttpUrl, PostgresDsn
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_CONFIG = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+
+
+class LauncherSettings(BaseSettings):
+    """`up`, `down`, `status` and `demo`."""
+
+    model_config = _CONFIG
+
+    # pid files in <VAR_DIR>/run, logs in <VAR_DIR>/log
+    var_dir: Path = Field(Path("var"), validation_alias="VAR_DIR")
+    # where the CLI reaches the API; unset: http://API_HOST:API_PORT
+    api_url: HttpUrl | None = Field(None, validation_alias="API_URL")
+    api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
+    api_port: int = Field(8000, ge=1, le=65535, validation_alias="API_PORT")
+    codex_shards: int = Field(3, ge=1, le=64, validation_alias="CODEX_SHARDS")
+    ready_timeout: float = Field(60.0, gt=0, validation_alias="LAUNCHER_READY_TIMEOUT")
+    # keep above GRACEFUL_TIMEOUT, so a clean shutdown is never cut short
+    stop_timeout: float = Field(25.0, gt=0, validation_alias="LAUNCHER_STOP_TIMEOUT")
+
+    @property
+    def base_url(self) -> str:
+        """API_URL, else API_HOST:API_PORT, a wildcard bind reached on loopback."""
+        if self.api_url is not None:
+            return str(self.api_url).rstrip("/")
+        host = "127.0.0.1" if self.api_host in _WILDCARD_HOSTS else self.api_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api_port}"
+
+
+class BrokerSettings(BaseSettings):
+    """`broker setup`: vhost, permissions and policy, over the management API."""
+
+    model_config = _CONFIG
+
+    # the vhost to set up, and the user (and credentials) of the management API
+    rabbitmq_url: AmqpDsn = Field(validation_alias="RABBITMQ_URL")
+    management_url: HttpUrl = Field(
+        HttpUrl("http://127.0.0.1:15672"), validation_alias="RABBITMQ_MANAGEMENT_URL"
+    )
+    delivery_limit: int = Field(5, ge=1, validation_alias="DELIVERY_LIMIT")
+
+
+class DatabaseSettings(BaseSettings):
+    """`db upgrade`."""
+
+    model_config = _CONFIG
+
+    database_url: PostgresDsn = Field(validation_alias="DATABASE_URL")
