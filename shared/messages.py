@@ -1,7 +1,8 @@
 """Every message that crosses RabbitMQ: stage commands, task events and run events.
 
-Messages are frozen and tolerant of unknown fields. They change only by adding fields with defaults;
-a rename or removal is a new message type. They never carry secret values.
+Messages are frozen and tolerant of unknown fields. They change only by adding fields
+with defaults; a rename or removal is a new message type. They never carry secret
+values.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class PublishMode(StrEnum):
 
 
 class Wire(BaseModel):
-    """Base of every wire model: immutable, tolerant of fields added by newer senders."""
+    """Base of every wire model: immutable, tolerant of fields newer senders add."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -45,7 +46,7 @@ M = TypeVar("M", bound="Message")
 
 
 class Message(Wire):
-    """Base for everything on the wire; `(run_id, task, attempt)` is the idempotency key."""
+    """Base of every message; `(run_id, task, attempt)` is the idempotency key."""
 
     message_id: UUID
     run_id: UUID
@@ -54,7 +55,10 @@ class Message(Wire):
     occurred_at: datetime
 
     def reply(self, kind: type[M], **fields: Any) -> M:
-        """Follow-up message. A redelivered cause yields the same message_id, so the API can drop it."""
+        """Follow-up message.
+
+        A redelivered cause yields the same message_id, so the API can drop it.
+        """
         return kind(
             message_id=uuid5(self.message_id, kind.__name__),
             run_id=self.run_id,
@@ -68,7 +72,7 @@ class Message(Wire):
 def new_message(
     kind: type[M], *, run_id: UUID, task: TaskName, attempt: int, **fields: Any
 ) -> M:
-    """A message with a fresh id, for senders that have no cause to reply to (heartbeats)."""
+    """A message with a fresh id, for senders with no cause to reply to (heartbeats)."""
     return kind(
         message_id=uuid4(),
         run_id=run_id,
@@ -79,7 +83,7 @@ def new_message(
     )
 
 
-# ---------------------------------------------------------------- shared payload pieces
+# -------------------------------- shared payload pieces
 
 
 class DiscoveredTask(Wire):
@@ -114,7 +118,7 @@ class CodexShard(Wire):
     codex_shard_index: int = Field(ge=0)
 
 
-# ---------------------------------------------------------------- commands (cmd.<task>)
+# -------------------------------- commands (cmd.<task>)
 
 
 class Command(Message):
@@ -161,13 +165,16 @@ class FinalizeRun(Command):
 
 
 class CancelTask(Command):
-    """Asks the stage that holds the run to stop it (the Codex runner stops its container)."""
+    """Asks the stage that holds the run to stop it.
+
+    The Codex runner stops its container.
+    """
 
     reason: str = "cancel requested"
     shard: CodexShard | None = None
 
 
-# ---------------------------------------------------------------- stage summaries (TaskSucceeded.summary)
+# -------------------------------- stage summaries (TaskSucceeded.summary)
 
 
 class DiscoverySummary(Wire):
@@ -209,11 +216,14 @@ SUMMARY_TYPES: dict[TaskName, type[Wire]] = {
 """How the API reads each stage's success summary; finalize_run has none."""
 
 
-# ---------------------------------------------------------------- task events (evt.task.<status>)
+# -------------------------------- task events (evt.task.<status>)
 
 
 class TaskStarted(Message):
-    """The stage took the command; it promises a heartbeat or an outcome before `lease_until`."""
+    """The stage took the command.
+
+    It promises a heartbeat or an outcome before `lease_until`.
+    """
 
     lease_until: datetime | None = None
     details: dict[str, Any] = Field(default_factory=dict)
@@ -241,11 +251,11 @@ class TaskCancelled(Message):
     reason: str = "cancelled"
 
 
-# ---------------------------------------------------------------- run events (evt.run.<status>)
+# -------------------------------- run events (evt.run.<status>)
 
 
 class RunStatusChanged(Message):
-    """Published by the API after every run status change; for taps and downstream listeners."""
+    """Published by the API after every run status change, for taps and listeners."""
 
     status: str
     phase: str

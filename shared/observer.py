@@ -101,7 +101,8 @@ class TaskObservation:
     def succeeded(self, summary: Mapping[str, Any] | None = None) -> None:
         elapsed = self._finish("success")
         self._log.info(
-            "Spec workflow task {} succeeded for run {} (attempt {}) in {:.3f}s | summary={}",
+            "Spec workflow task {} succeeded for run {} (attempt {}) in {:.3f}s"
+            " | summary={}",
             self.task,
             self.run_id,
             self.attempt,
@@ -123,7 +124,8 @@ class TaskObservation:
             error.model_dump(mode="json") if isinstance(error, TaskError) else error
         )
         self._log.error(
-            "Spec workflow task {} failed for run {} (attempt {}) after {:.3f}s | error={} | details={}",
+            "Spec workflow task {} failed for run {} (attempt {}) after {:.3f}s"
+            " | error={} | details={}",
             self.task,
             self.run_id,
             self.attempt,

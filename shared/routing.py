@@ -1,4 +1,7 @@
-"""Routing keys and names of the spec_workflow topology; free of any broker client, so logic modules can use it."""
+"""Routing keys and names of the spec_workflow topology.
+
+Free of any broker client, so logic modules can use it.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ CODEX_VOLUME_PREFIX = "codex_auth_"
 
 
 class Route(StrEnum):
-    """Fixed routing keys; per-shard and per-status keys come from the functions below."""
+    """Fixed routing keys; per-shard and per-status keys come from functions below."""
 
     DISCOVER_NEXT_PHASE = "cmd.discover_next_phase"
     CODEX_PREFLIGHT = "cmd.codex_preflight"

@@ -1,4 +1,7 @@
-"""ServiceSettings: what every service reads from the environment, under the names `.env.example` documents."""
+"""ServiceSettings: what every service reads from the environment.
+
+The names are the ones `.env.example` documents.
+"""
 
 from __future__ import annotations
 

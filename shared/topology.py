@@ -1,8 +1,6 @@
-"""The spec_workflow exchanges and the queue factory (quorum queues with a dead-letter exchange)."""
+"""The spec_workflow exchanges and the queue factory (quorum queues with a DLX)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from faststream.rabbit import (
     ExchangeType,
@@ -11,6 +9,7 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
+from faststream.rabbit.schemas.queue import QuorumQueueArgs
 
 from shared.routing import (
     CODEX_QUEUE_PREFIX,
@@ -47,34 +46,40 @@ DLX = RabbitExchange("spec_workflow.dlx", type=ExchangeType.FANOUT)
 LOGS_EXCHANGE = RabbitExchange("spec_workflow.logs", type=ExchangeType.TOPIC)
 
 
-def _quorum_arguments(**extra: Any) -> dict[str, Any]:
-    # at-least-once dead-lettering needs reject-publish overflow; tunables (delivery-limit) live in a policy.
-    return {
+def _quorum_arguments(*, single_active: bool = False) -> QuorumQueueArgs:
+    # at-least-once dead-lettering needs reject-publish overflow; tunables
+    # (delivery-limit) live in a policy.
+    arguments: QuorumQueueArgs = {
         "x-dead-letter-exchange": DLX.name,
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
-        **extra,
     }
+    if single_active:
+        arguments["x-single-active-consumer"] = True
+    return arguments
 
 
 def queue_for(service: str, route: Route) -> RabbitQueue:
-    """Quorum queue `<service>.<purpose>`; rejected or over-delivered messages go to the DLX."""
+    """Quorum queue `<service>.<purpose>`.
+
+    Rejected or over-delivered messages go to the DLX.
+    """
     purpose = route.name.lower()
     return RabbitQueue(
         f"{service}.{purpose}",
         queue_type=QueueType.QUORUM,
-        routing_key=route,
+        routing_key=route.value,
         arguments=_quorum_arguments(),
     )
 
 
 def codex_queue(shard: int) -> RabbitQueue:
-    """Shard queue `codex-<n>`: one active consumer, so a Codex login serves one run at a time."""
+    """Shard queue `codex-<n>`: a single active consumer, one run per Codex login."""
     return RabbitQueue(
         codex_queue_name(shard),
         queue_type=QueueType.QUORUM,
         routing_key=submit_codex_route(shard),
-        arguments=_quorum_arguments(**{"x-single-active-consumer": True}),
+        arguments=_quorum_arguments(single_active=True),
     )
 
 
@@ -111,16 +116,17 @@ API_QUEUES: tuple[RabbitQueue, ...] = (
 
 
 def all_queues(shards: int) -> list[RabbitQueue]:
-    """Every durable queue of the system for `shards` Codex shards (dead letters excluded)."""
+    """Every durable queue for `shards` Codex shards (dead letters excluded)."""
     codex = [q for n in range(shards) for q in (codex_queue(n), codex_cancel_queue(n))]
     return [*API_QUEUES, *WORKER_QUEUES, *codex]
 
 
 async def declare_topology(broker: RabbitBroker, shards: int) -> None:
-    """Declare exchanges, queues and bindings; idempotent, so every service runs it at start-up.
+    """Declare exchanges, queues and bindings.
 
-    Commands are published `mandatory`, so their queues must exist before the first publish, whichever
-    service starts first.
+    Idempotent, so every service runs it at start-up. Commands are published
+    `mandatory`, so their queues must exist before the first publish, whichever service
+    starts first.
     """
     exchange = await broker.declare_exchange(EXCHANGE)
     dlx = await broker.declare_exchange(DLX)

@@ -1,4 +1,4 @@
-"""The engine and the session dependency; `configure_database` is called once by `main.py`."""
+"""The engine and the session dependency; `main.py` calls `configure_database` once."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Postgres is down or unreachable (as opposed to a bad query): answer 503, retry events in place."""
+    """Postgres is unreachable (not a bad query): answer 503, retry events in place."""
     if isinstance(exc, DBAPIError):
         return (
             exc.connection_invalidated
@@ -91,7 +91,10 @@ def is_unavailable(exc: BaseException) -> bool:
 async def retry_while_unavailable(
     work: Callable[[], Awaitable[T]], *, max_delay: float = 10.0
 ) -> T:
-    """Run `work` (one transaction) until Postgres answers; an event is not poison because the DB is down."""
+    """Run `work` (one transaction) until Postgres answers.
+
+    An event is not poison because the database is down.
+    """
     delay = 0.2
     while True:
         try:

@@ -22,7 +22,7 @@ def _text(value: Any) -> str:
 
 
 def death(headers: dict[str, Any]) -> tuple[str, str, str]:
-    """(reason, queue, routing key) of the first death in `x-death`, as far as the broker told."""
+    """(reason, queue, routing key) of the first death in `x-death`, as far as known."""
     deaths = headers.get("x-death")
     first = (
         deaths[0]
@@ -39,7 +39,7 @@ def death(headers: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _full_type(routing_key: str) -> type[Message]:
-    """The message type its routing key promises; the base type when the key is unknown."""
+    """The message type its routing key promises; the base type for an unknown key."""
     if routing_key in _EVENT_TYPES:
         return _EVENT_TYPES[routing_key]
     if routing_key.startswith("cmd.cancel."):
@@ -50,7 +50,10 @@ def _full_type(routing_key: str) -> type[Message]:
 
 
 class DeadLetter(BaseModel):
-    """A dead-lettered delivery as the API's decoder hands it over: the body byte for byte, and x-death."""
+    """A dead-lettered delivery as the API's decoder hands it over.
+
+    The body byte for byte, and x-death.
+    """
 
     raw: str
     reason: str
@@ -59,7 +62,10 @@ class DeadLetter(BaseModel):
 
 
 def identify(dead: DeadLetter) -> tuple[Message, TaskError] | None:
-    """The message's idempotency key and the error that fails its attempt; None when no run is named."""
+    """The message's idempotency key and the error that fails its attempt.
+
+    None when the message names no run.
+    """
     try:
         data = orjson.loads(dead.raw.encode("latin-1"))
         cause = Message.model_validate(data)
@@ -69,7 +75,10 @@ def identify(dead: DeadLetter) -> tuple[Message, TaskError] | None:
     try:
         _full_type(routing_key).model_validate(data)
     except ValidationError as exc:
-        message = f"{queue} could not read a {cause.task} message ({exc.error_count()} validation error(s))"
+        message = (
+            f"{queue} could not read a {cause.task} message"
+            f" ({exc.error_count()} validation error(s))"
+        )
         return cause, TaskError(code="invalid_message", message=message)
     if reason == "delivery_limit":
         message = (
@@ -81,7 +90,10 @@ def identify(dead: DeadLetter) -> tuple[Message, TaskError] | None:
 
 
 def inbox_copy(cause: Message) -> Message:
-    """The dead letter under its own inbox key: the original message id may already be in the inbox."""
+    """The dead letter under its own inbox key.
+
+    The original message id may already be in the inbox.
+    """
     return Message(
         message_id=uuid5(cause.message_id, "dead_letter"),
         run_id=cause.run_id,

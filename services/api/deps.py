@@ -1,4 +1,7 @@
-"""Request-scoped dependencies besides the session: settings, the caller, the broker for readiness."""
+"""Request-scoped dependencies besides the session.
+
+Settings, the caller, and the broker for readiness.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +36,10 @@ def get_broker() -> RabbitBroker:
 
 
 def get_current_user() -> UUID:
-    """AUTH_MODE=disabled: every request acts as the default user (token auth arrives with issue 3)."""
+    """AUTH_MODE=disabled: every request acts as the default user.
+
+    Token auth arrives with issue 3.
+    """
     return DEFAULT_USER_ID
 
 

@@ -1,4 +1,4 @@
-"""What a transition sends: the next stage command, run-status events and timeline entries."""
+"""What a transition sends: next stage command, run-status events, timeline entries."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _discovery(run: Run) -> DiscoverySummary:
 
 
 def build_command(run: Run, task: TaskName, attempt: int) -> Command:
-    """The command for `task`, from the run's request and what earlier stages produced."""
+    """The command for `task`, from the run's request and earlier stages' outputs."""
     common: dict[str, Any] = {
         "message_id": command_id(run.id, task, attempt),
         "run_id": run.id,
@@ -111,7 +111,10 @@ def build_command(run: Run, task: TaskName, attempt: int) -> Command:
 
 
 async def dispatch(session: AsyncSession, run: Run, task: TaskName) -> Command:
-    """Queue `task` of the run's current attempt: a task row and its command, in the caller's transaction."""
+    """Queue `task` of the run's current attempt.
+
+    Adds a task row and its command, in the caller's transaction.
+    """
     command = build_command(run, task, run.attempt)
     await session.execute(
         insert(TaskState)
@@ -141,7 +144,10 @@ def timeline(
     attempt: int | None = None,
     **data: Any,
 ) -> None:
-    """Append to the run's ordered timeline. The caller holds the run row lock, so `seq` has no gaps."""
+    """Append to the run's ordered timeline.
+
+    The caller holds the run row lock, so `seq` has no gaps.
+    """
     run.event_seq += 1
     session.add(
         RunEvent(
@@ -156,7 +162,10 @@ def timeline(
 
 
 async def announce_status(session: AsyncSession, run: Run) -> None:
-    """Timeline entry plus an `evt.run.<status>` message for taps (not mandatory: nobody has to listen)."""
+    """Timeline entry plus an `evt.run.<status>` message for taps.
+
+    Not mandatory: nobody has to listen.
+    """
     timeline(
         session,
         run,

@@ -32,7 +32,7 @@ class RunNotFound(RunError):
 
 
 class ArtifactNotFound(RunError):
-    """The run has no such artifact, or its file is gone or outside the artifact root."""
+    """No such artifact in the run, or its file is gone or escapes the artifact root."""
 
     code = "artifact_not_found"
 

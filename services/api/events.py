@@ -1,5 +1,8 @@
-"""AMQP subscribers of the API: task events, finalize_run and dead letters. Each one is a thin adapter
-around `transitions.py` inside one transaction that starts with the inbox check."""
+"""AMQP subscribers of the API: task events, finalize_run and dead letters.
+
+Each one is a thin adapter around `transitions.py` inside one transaction that starts
+with the inbox check.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +41,10 @@ async def _apply(
     event: E,
     action: Callable[[AsyncSession, E], Awaitable[transitions.Outcome]],
 ) -> transitions.Outcome:
-    """Inbox check plus the transition, in one transaction; retried in place while Postgres is down."""
+    """Inbox check plus the transition, in one transaction.
+
+    Retried in place while Postgres is down.
+    """
 
     async def attempt() -> transitions.Outcome:
         async with session.begin():
@@ -127,9 +133,10 @@ def _finalizer(
 
 
 async def _decode_dead_letter(message: StreamMessage[Any]) -> dict[str, str]:
-    """Never fails: the body is kept as latin-1 text (byte for byte) and x-death is read from the headers.
+    """Never fails: the body is kept byte for byte as latin-1 text.
 
-    The default decoder would raise on a body that is not JSON, and this queue has no DLX to catch that.
+    x-death is read from the headers. The default decoder would raise on a body that is
+    not JSON, and this queue has no DLX to catch that.
     """
     reason, queue, routing_key = dead_letters.death(dict(message.headers or {}))
     return {
@@ -142,7 +149,10 @@ async def _decode_dead_letter(message: StreamMessage[Any]) -> dict[str, str]:
 
 @router.subscriber(DEAD_LETTERS, DLX, decoder=_decode_dead_letter)
 async def on_dead_letter(dead: dead_letters.DeadLetter, session: SessionDep) -> None:
-    """Fail the run a dead message belonged to. Never raises for bad input: this queue has no DLX."""
+    """Fail the run a dead message belonged to.
+
+    Never raises for bad input: this queue has no DLX.
+    """
     found = dead_letters.identify(dead)
     if found is None:
         get_metrics().incr("dead_letter_unidentified", queue=dead.queue)

@@ -47,7 +47,7 @@ TERMINAL_TASK = frozenset(
 # Target status -> statuses it may be entered from. An outcome may arrive before its TaskStarted (events
 # travel on different queues), so queued -> terminal is legal; nothing ever leaves a terminal status.
 TASK_ALLOWED_FROM: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.RUNNING: frozenset({TaskStatus.QUEUED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.QUEUED, TaskStatus.SUCCEEDED}),
     TaskStatus.SUCCEEDED: OPEN_TASK,
     TaskStatus.FAILED: OPEN_TASK,
     TaskStatus.CANCELLED: OPEN_TASK,

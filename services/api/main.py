@@ -1,4 +1,4 @@
-"""Builds the API process: settings, logging, metrics, database, broker, FastAPI app and error mapping.
+"""Builds the API process: settings, logging, metrics, DB, broker, app, error mapping.
 
 Run with `python -m services.api` (uvicorn on API_HOST:API_PORT).
 """
@@ -60,7 +60,7 @@ def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, whether or not Content-Length is declared."""
+    """Answer 413 to request bodies over `limit` bytes, whatever Content-Length says."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -119,14 +119,11 @@ def _install_error_handlers(api: FastAPI) -> None:
             }
             for e in exc.errors()[:20]
         ]
-        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
-        where = ".".join(first["loc"][1:] or first["loc"])
-        return error(
-            422,
-            "invalid_request",
-            f"{where}: {first['msg']}" if where else first["msg"],
-            errors=problems,
-        )
+        loc: list[str] = problems[0]["loc"] if problems else []
+        msg = str(problems[0]["msg"]) if problems else "invalid request"
+        where = ".".join(loc[1:] or loc)
+        message = f"{where}: {msg}" if where else msg
+        return error(422, "invalid_request", message, errors=problems)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -145,7 +142,10 @@ def _install_error_handlers(api: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastStreamAPI:
-    """The ASGI app: FastAPI routes plus the AMQP subscribers, sharing dependencies (faststream-fastapi)."""
+    """The ASGI app: FastAPI routes plus the AMQP subscribers, sharing dependencies.
+
+    Built with faststream's FastAPI integration.
+    """
     settings = settings or Settings()
     configure_logging("api", level=settings.log_level, json=settings.log_json)
     configure_metrics(settings)

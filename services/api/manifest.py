@@ -16,7 +16,10 @@ MANIFEST = "manifest.json"
 
 
 async def write(session: AsyncSession, run: Run, artifacts_root: Path) -> str:
-    """Write the manifest atomically into the run's directory; returns its relative path."""
+    """Write the manifest atomically into the run's directory.
+
+    Returns its relative path.
+    """
     rows = (
         await session.scalars(
             select(Artifact)

@@ -1,4 +1,4 @@
-"""Database preparation: create the database if it is missing, then run Alembic to head."""
+"""Database preparation: create the database if missing, then run Alembic to head."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ def alembic_config(database_url: str) -> Config:
 
 
 async def create_database_if_missing(database_url: str) -> bool:
-    """Create the database named in the URL (connecting to `postgres`); True when it was created."""
+    """Create the database named in the URL (connecting to `postgres`).
+
+    Returns True when it was created.
+    """
     url = make_url(database_url)
     name = url.database
     if not name:
@@ -44,12 +47,19 @@ async def create_database_if_missing(database_url: str) -> bool:
 
 
 def asyncpg_url(database_url: str) -> str:
-    """The same URL with the asyncpg driver: `postgresql://…` alone would select psycopg."""
+    """The URL with the asyncpg driver: `postgresql://…` alone would select psycopg."""
     url = make_url(database_url)
-    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    return url.set(drivername="postgresql+asyncpg").render_as_string(
+        hide_password=False
+    )
 
 
 async def prepare_database(database_url: str) -> None:
-    """Create the database if needed and migrate it to head (Alembic runs its own event loop: use a thread)."""
+    """Create the database if needed and migrate it to head.
+
+    Alembic runs its own event loop, so it runs in a thread.
+    """
     await create_database_if_missing(database_url)
-    await asyncio.to_thread(command.upgrade, alembic_config(asyncpg_url(database_url)), "head")
+    await asyncio.to_thread(
+        command.upgrade, alembic_config(asyncpg_url(database_url)), "head"
+    )

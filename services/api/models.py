@@ -1,9 +1,12 @@
-"""Postgres schema (design §5): runs, task attempts, audits, artifacts, shards, users, outbox, inbox, timeline."""
+"""Postgres schema (design §5).
+
+Runs, task attempts, audits, artifacts, shards, users, outbox, inbox and timeline.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from sqlalchemy import (
@@ -45,9 +48,14 @@ def _now() -> Any:
 
 class Base(DeclarativeBase):
     metadata = metadata
-    # Fetch server-side defaults (created_at, updated_at) with RETURNING: no lazy loads after a flush.
+    # Fetch server-side defaults (created_at, updated_at) with RETURNING: no lazy
+    # loads after a flush.
+    # ClassVar here fails mypy: SQLAlchemy's typing declares it as an instance var.
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
-    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONB,
+        datetime: DateTime(timezone=True),
+    }
 
 
 class User(Base):
@@ -61,7 +69,8 @@ class User(Base):
 class Run(Base):
     __tablename__ = "spec_workflow_runs"
     __table_args__ = (
-        # One active run per repository + feature, enforced by the database (no racy check-then-insert).
+        # One active run per repository + feature, enforced by the database (no racy
+        # check-then-insert).
         Index(
             "uq_spec_workflow_runs_active",
             text("lower(repository)"),
@@ -155,7 +164,7 @@ class TaskState(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    """The command sent to the stage (no secrets): what a lease re-dispatch sends again."""
+    """The command sent to the stage (no secrets), sent again by a lease re-dispatch."""
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     lease_until: Mapped[datetime | None]
@@ -198,7 +207,7 @@ class Artifact(Base):
     )
     artifact_type: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(String(1024))
-    """Relative to the run's directory under ARTIFACTS_ROOT; chosen by the system, never by input."""
+    """Relative to the run's directory in ARTIFACTS_ROOT; never taken from input."""
     task_name: Mapped[str | None] = mapped_column(String(32))
     attempt: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()

@@ -1,4 +1,7 @@
-"""Transactional outbox and inbox: messages are written in the caller's transaction; duplicates are dropped."""
+"""Transactional outbox and inbox.
+
+Messages are written in the caller's transaction; duplicates are dropped.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ async def enqueue(
 ) -> None:
     """Queue `message` for the relay, inside the caller's transaction.
 
-    The row's id is the message id, so enqueuing the same deterministic command twice keeps one row.
-    The NOTIFY is delivered at commit, waking the relay without waiting for its poll interval.
+    The row's id is the message id, so enqueuing the same deterministic command twice
+    keeps one row. The NOTIFY is delivered at commit, waking the relay without waiting
+    for its poll interval.
     """
     await session.execute(
         insert(OutboxRow)
@@ -37,7 +41,7 @@ async def enqueue(
 
 
 async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
-    """Record `message_id` in the inbox; False when it was already processed (a duplicate)."""
+    """Record `message_id` in the inbox; False when already processed (a duplicate)."""
     inserted = await session.scalar(
         insert(InboxRow)
         .values(message_id=message_id)

@@ -1,10 +1,11 @@
 """Outbox relay and lease reaper: `python -m services.api.relay`, its own process.
 
-The relay publishes unsent outbox rows with persist, publisher confirms, `mandatory` and raise-on-return,
-then marks them sent in the same transaction that locked them (FOR UPDATE SKIP LOCKED, so several relays
-can run). A row that fails is retried with capped backoff, never dropped, and never blocks other rows.
-It wakes on Postgres NOTIFY and polls every RELAY_INTERVAL as a fallback. The reaper fails or re-sends
-tasks whose lease expired, and prunes old outbox and inbox rows.
+The relay publishes unsent outbox rows with persist, publisher confirms, `mandatory`
+and raise-on-return, then marks them sent in the same transaction that locked them
+(FOR UPDATE SKIP LOCKED, so several relays can run). A row that fails is retried with
+capped backoff, never dropped, and never blocks other rows. It wakes on Postgres NOTIFY
+and polls every RELAY_INTERVAL as a fallback. The reaper fails or re-sends tasks whose
+lease expired, and prunes old outbox and inbox rows.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class Relay:
                         error=row.last_error,
                     )
                     if not isinstance(exc, DeliveryError | PublishError):
-                        break  # broker unreachable or timing out: stop burning attempts on the batch
+                        # Broker unreachable or timing out: stop burning attempts
+                        # on the batch.
+                        break
                     continue
                 row.sent_at = datetime.now(UTC)
                 sent += 1

@@ -1,7 +1,11 @@
-"""HTTP routes under /api/workflows/speckit: thin adapters over `runs.py`; each owns its transaction."""
+"""HTTP routes under /api/workflows/speckit: thin adapters over `runs.py`.
+
+Each route owns its transaction.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Annotated
 from uuid import UUID
@@ -53,7 +57,8 @@ def run_out(
     artifacts: bool = False,
     audits: bool = False,
 ) -> RunOut:
-    # Columns only: relationships are lazy="raise" and are filled in below when they were loaded.
+    # Columns only: relationships are lazy="raise" and are filled in below when they
+    # were loaded.
     extra: dict[str, object] = {
         c.key: getattr(run, c.key) for c in Run.__mapper__.column_attrs
     }
@@ -217,6 +222,19 @@ async def list_artifacts(
     return ArtifactList(items=[ArtifactOut.model_validate(a) for a in run.artifacts])
 
 
+def _artifact_file(run_dir: str | os.PathLike[str], path: str) -> str | None:
+    """The real path of `path` when it is a regular file inside `run_dir`, else None.
+
+    realpath follows symlinks: a link planted in the tree cannot lead outside the
+    run's directory. Blocking filesystem calls: run it in a thread.
+    """
+    root = os.path.realpath(run_dir)
+    target = os.path.realpath(os.path.join(root, path))
+    if os.path.commonpath([root, target]) != root or not os.path.isfile(target):
+        return None
+    return target
+
+
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", response_class=FileResponse)
 async def download_artifact(
     run_id: UUID,
@@ -236,10 +254,10 @@ async def download_artifact(
         )
     if artifact is None:
         raise ArtifactNotFound(f"run {run_id} has no artifact {artifact_id}")
-    run_dir = os.path.realpath(settings.artifacts_root / str(run_id))
-    target = os.path.realpath(os.path.join(run_dir, artifact.path))
-    # realpath follows symlinks: a link planted in the tree cannot lead outside the run's directory.
-    if os.path.commonpath([run_dir, target]) != run_dir or not os.path.isfile(target):
+    target = await asyncio.to_thread(
+        _artifact_file, settings.artifacts_root / str(run_id), artifact.path
+    )
+    if target is None:
         raise ArtifactNotFound(f"artifact {artifact_id} is not available")
     return FileResponse(
         target, filename=os.path.basename(target), media_type="application/octet-stream"

@@ -1,6 +1,7 @@
 """Operator actions on runs: create, retry, cancel, and the reads behind the API.
 
-Every function takes the caller's session and never commits: the route owns the transaction.
+Every function takes the caller's session and never commits: the route owns the
+transaction.
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ class ListFilter:
 async def lock_run(
     session: AsyncSession, run_id: UUID, *, owner: UUID | None = None
 ) -> Run | None:
-    """The run row, locked for this transaction: every transition of a run is serialised on it."""
+    """The run row, locked for this transaction.
+
+    Every transition of a run is serialised on it.
+    """
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
         query = query.where(Run.created_by == owner)
@@ -110,7 +114,10 @@ async def create_run(
     user_id: UUID,
     idempotency_key: str | None,
 ) -> tuple[Run, bool]:
-    """Insert the run, its first task and the discovery command. Returns (run, created)."""
+    """Insert the run, its first task and the discovery command.
+
+    Returns (run, created).
+    """
     if idempotency_key is not None:
         existing = await _by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:
@@ -136,7 +143,8 @@ async def create_run(
             session.add(run)
     except IntegrityError as exc:
         # The partial unique indexes decide races that a check-then-insert would lose.
-        # A concurrent request with the same key may trip either index first: the key decides.
+        # A concurrent request with the same key may trip either index first: the key
+        # decides.
         if idempotency_key is not None:
             existing = await _by_idempotency_key(session, user_id, idempotency_key)
             if existing is not None:
@@ -146,7 +154,8 @@ async def create_run(
                 session, request.repository, request.feature_key
             )
             raise ActiveRunExists(
-                f"run {active} is still active for {request.repository} feature {request.feature_key}",
+                f"run {active} is still active for {request.repository}"
+                f" feature {request.feature_key}",
                 str(active) if active else None,
             ) from None
         raise
@@ -173,13 +182,14 @@ def _replay(existing: Run, request: NewRun) -> Run:
 async def start_retry(
     session: AsyncSession, run_id: UUID, *, notes: str | None, owner: UUID | None
 ) -> Run:
-    """Resume a failed or cancelled run at its first unfinished task, as a new attempt."""
+    """Resume a failed or cancelled run at its first unfinished task (a new attempt)."""
     run = await lock_run(session, run_id, owner=owner)
     if run is None:
         raise RunNotFound(f"no run {run_id}")
     if run.status not in RETRYABLE_RUN:
         raise RunNotRetryable(
-            f"run {run_id} is {run.status}; only failed or cancelled runs can be retried"
+            f"run {run_id} is {run.status};"
+            " only failed or cancelled runs can be retried"
         )
     rows = await session.execute(
         select(TaskState.task_name, TaskState.status)
@@ -190,9 +200,21 @@ async def start_retry(
         TaskName(name): TaskStatus(status) for name, status in rows
     }  # later attempts overwrite
     resume = resume_point(latest)
+    repository, feature_key = run.repository, run.feature_key
+    try:
+        # Another run of this feature may have started since: the partial index decides.
+        async with session.begin_nested():
+            run.status = RunStatus.PENDING
+    except IntegrityError as exc:
+        if "uq_spec_workflow_runs_active" not in str(exc.orig):
+            raise
+        active = await _active_run_id(session, repository, feature_key)
+        raise ActiveRunExists(
+            f"run {active} is still active for {repository} feature {feature_key}",
+            str(active) if active else None,
+        ) from None
     previous = run.attempt
     run.attempt += 1
-    run.status = RunStatus.PENDING
     run.error_code = run.error_message = run.result = None
     run.finished_at = None
     if notes is not None:
@@ -296,7 +318,7 @@ async def list_runs(
     limit: int,
     after: tuple[datetime, UUID] | None,
 ) -> list[Run]:
-    """Newest first, keyset-paginated on (created_at, id); returns up to `limit + 1` rows."""
+    """Newest first, keyset-paginated on (created_at, id); up to `limit + 1` rows."""
     query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)
     conditions: list[Any] = []
     if owner is not None:

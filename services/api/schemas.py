@@ -14,15 +14,21 @@ from pydantic.alias_generators import to_camel
 from shared.messages import PublishMode
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-GITHUB_SLUG_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._][A-Za-z0-9._-]{0,99}")
+GITHUB_SLUG_RE = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._][A-Za-z0-9._-]{0,99}"
+)
 REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
 def spec_kit_name(value: str, what: str) -> str:
-    """Feature keys and task ids: letters, digits, `.`, `_`, `-`; no separators, no leading `-` or `.`."""
+    """Feature keys and task ids: letters, digits, `.`, `_`, `-`.
+
+    No separators, no leading `-` or `.`.
+    """
     if not NAME_RE.fullmatch(value):
         raise ValueError(
-            f"{what} must be 1-128 letters, digits, '.', '_' or '-', not starting with '-' or '.'"
+            f"{what} must be 1-128 letters, digits, '.', '_' or '-',"
+            " not starting with '-' or '.'"
         )
     return value
 
@@ -36,7 +42,8 @@ def repository_ref(value: str) -> str:
         or any(c.isspace() or ord(c) < 32 for c in value)
     ):
         raise ValueError(
-            "repository must be owner/name or a git URL, without whitespace or control characters"
+            "repository must be owner/name or a git URL,"
+            " without whitespace or control characters"
         )
     if value.startswith("-"):
         raise ValueError("repository must not start with '-'")
@@ -48,7 +55,8 @@ def repository_ref(value: str) -> str:
             or owner.endswith("-")
         ):
             raise ValueError(
-                "repository must be a GitHub owner/name such as acme/shop, or an https:// or file:// URL"
+                "repository must be a GitHub owner/name such as acme/shop,"
+                " or an https:// or file:// URL"
             )
         return value
     parts = urlsplit(value)
@@ -70,7 +78,10 @@ def repository_ref(value: str) -> str:
 
 
 def branch_name(value: str) -> str:
-    """Branch names as `git check-ref-format --branch` accepts them, minus anything option-like."""
+    """Branch names as `git check-ref-format --branch` accepts them.
+
+    Anything option-like is refused as well.
+    """
     if (
         not value
         or len(value) > 255

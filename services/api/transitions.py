@@ -1,7 +1,10 @@
-"""Applying task events to runs: guarded transitions, the next dispatch, dead letters and expired leases.
+"""Applying task events to runs.
 
-Each function runs inside the caller's transaction, with the run row locked. An event that does not
-match the run's current attempt, or whose transition is not allowed, changes nothing and says why.
+Guarded transitions, the next dispatch, dead letters and expired leases.
+
+Each function runs inside the caller's transaction, with the run row locked. An event
+that does not match the run's current attempt, or whose transition is not allowed,
+changes nothing and says why.
 """
 
 from __future__ import annotations
@@ -74,7 +77,10 @@ async def _current(session: AsyncSession, event: Message) -> tuple[Run | None, O
 async def _move_task(
     session: AsyncSession, run: Run, task: TaskName, to: TaskStatus, **values: Any
 ) -> bool:
-    """Guarded UPDATE of the task row of the run's current attempt; False when the edge is not allowed."""
+    """Guarded UPDATE of the task row of the run's current attempt.
+
+    False when the edge is not allowed.
+    """
     result = await session.execute(
         update(TaskState)
         .where(
@@ -220,6 +226,10 @@ async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
     run, outcome = await _current(session, event)
     if run is None:
         return outcome
+    # Fail the task first: an event that moves no task must change nothing.
+    outcome = await _fail(session, run, event.task, event.error, summary=event.summary)
+    if not outcome.applied:
+        return outcome
     await _record_artifacts(session, run, event.task, event.artifacts)
     if event.task is TaskName.CODEX_PREFLIGHT:
         run.codex_preflight_status = "failed"
@@ -236,7 +246,7 @@ async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
                     notes=event.error.message,
                 )
             )
-    return await _fail(session, run, event.task, event.error, summary=event.summary)
+    return outcome
 
 
 async def _fail(
@@ -274,7 +284,7 @@ async def _fail(
 
 
 async def record_cancelled(session: AsyncSession, event: TaskCancelled) -> Outcome:
-    """A stage stopped the task; the run itself was already cancelled by the API, or is now."""
+    """A stage stopped the task; the API already cancelled the run, or does so now."""
     run = await lock_run(session, event.run_id)
     if run is None:
         return Outcome(False, "unknown_run")
@@ -283,7 +293,8 @@ async def record_cancelled(session: AsyncSession, event: TaskCancelled) -> Outco
     moved = await _move_task(
         session, run, event.task, TaskStatus.CANCELLED, finished_at=datetime.now(UTC)
     )
-    if run.status in ACTIVE_RUN:
+    # Only the stop of the task the run waits on ends the run; any other task is done.
+    if moved and run.status in ACTIVE_RUN:
         timeline(
             session,
             run,
@@ -301,12 +312,12 @@ async def record_cancelled(session: AsyncSession, event: TaskCancelled) -> Outco
 async def fail_dead_letter(
     session: AsyncSession, message: Message, error: TaskError
 ) -> Outcome:
-    """A message of this run died (unreadable, or its handler crashed): fail that attempt."""
+    """A message of this run died (unreadable, or its handler crashed): fail it."""
     run, outcome = await _current(session, message)
     if run is None:
         return outcome
     now = datetime.now(UTC)
-    await _move_task(
+    if not await _move_task(
         session,
         run,
         message.task,
@@ -314,7 +325,9 @@ async def fail_dead_letter(
         finished_at=now,
         lease_until=None,
         error=error.model_dump(mode="json"),
-    )
+    ):
+        # Its task is already over (or not yet dispatched): the run waits on another.
+        return Outcome(False, "transition_not_allowed")
     timeline(
         session,
         run,
@@ -330,7 +343,10 @@ async def fail_dead_letter(
 
 
 async def finalize(session: AsyncSession, event: Message) -> tuple[Run | None, Outcome]:
-    """Serve finalize_run: close the run. Returns the run so the caller can write its manifest."""
+    """Serve finalize_run: close the run.
+
+    Returns the run so the caller can write its manifest.
+    """
     run, outcome = await _current(session, event)
     if run is None:
         return None, outcome
@@ -369,7 +385,7 @@ def _finish(run: Run, status: RunStatus, now: datetime) -> None:
 
 
 def safe_relative(path: str) -> str | None:
-    """A normalised path inside the run directory, or None for anything that could escape it."""
+    """A normalised path inside the run directory, or None if it could escape."""
     if not path or "\x00" in path or "\\" in path or len(path) > 1024:
         return None
     pure = PurePosixPath(path)
@@ -388,7 +404,8 @@ async def _record_artifacts(
     for ref in refs:
         path = safe_relative(ref.path)
         if path is None:
-            continue  # a stage never names files outside its run; drop rather than trust
+            # A stage never names files outside its run; drop rather than trust.
+            continue
         await session.execute(
             insert(Artifact)
             .values(
@@ -406,7 +423,10 @@ async def _record_artifacts(
 async def expired_leases(
     session: AsyncSession, now: datetime, limit: int = 100
 ) -> list[tuple[Any, ...]]:
-    """(run_id, task, attempt) of running tasks whose lease ran out on the run's current attempt."""
+    """(run_id, task, attempt) of running tasks whose lease ran out.
+
+    Only tasks of the run's current attempt count.
+    """
     rows = await session.execute(
         select(TaskState.run_id, TaskState.task_name, TaskState.attempt)
         .join(Run, Run.id == TaskState.run_id)
@@ -424,7 +444,10 @@ async def expired_leases(
 async def reap(
     session: AsyncSession, key: tuple[Any, ...], *, now: datetime, max_redispatch: int
 ) -> Outcome:
-    """Send an expired task's command again, or fail the run once it was re-sent `max_redispatch` times."""
+    """Send an expired task's command again.
+
+    Fail the run instead once it was re-sent `max_redispatch` times.
+    """
     run_id, task_name, attempt = key
     run = await lock_run(session, run_id)
     if run is None or run.attempt != attempt or run.status not in ACTIVE_RUN:

@@ -77,7 +77,7 @@ async def on_cancel_codex_job(cmd: CancelTask) -> None:
 
 
 def shard_router(shard: int) -> RabbitRouter:
-    """Subscribers for queue `codex-<shard>` and its cancel queue, plus the publishers."""
+    """Subscribers of queue `codex-<shard>` and its cancel queue, plus publishers."""
     shard_routes = RabbitRouter()
     shard_routes.subscriber(codex_queue(shard), EXCHANGE)(on_submit_codex_job)
     shard_routes.subscriber(codex_cancel_queue(shard), EXCHANGE)(on_cancel_codex_job)

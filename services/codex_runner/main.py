@@ -1,4 +1,7 @@
-"""Codex runner process for one shard: `faststream run services.codex_runner.main:app`."""
+"""Codex runner process for one shard.
+
+Run with `faststream run services.codex_runner.main:app`.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,10 @@ from shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
-    """Built once, in `main.py`. `prefetch` is ignored: a shard takes one job at a time."""
+    """Built once, in `main.py`.
+
+    `prefetch` is ignored: a shard takes one job at a time.
+    """
 
     codex_shard_index: int = Field(0, ge=0, validation_alias="CODEX_SHARD_INDEX")
 

@@ -1,4 +1,7 @@
-"""Preflight settings: the shared `ServiceSettings`; stage-specific ones arrive with the stages."""
+"""Preflight settings: the shared `ServiceSettings`.
+
+Stage-specific settings arrive with the stages.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Publisher settings: the shared `ServiceSettings`; GitHub ones arrive with the stage."""
+"""Publisher settings: the shared `ServiceSettings`.
+
+GitHub settings arrive with the stage.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The whole local stack as real processes (`spec-workflow up`), on its own database and vhost."""
+"""The whole local stack as real processes (`spec-workflow up`).
+
+It runs on its own database and vhost.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,14 @@ class Stack:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [CLI, *args], env=self.env, cwd=self.var_dir.parent, capture_output=True, text=True,
-            timeout=timeout, check=False, stdin=subprocess.DEVNULL,
+            [CLI, *args],
+            env=self.env,
+            cwd=self.var_dir.parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
 
     def datagrams(self) -> list[str]:
@@ -61,7 +70,9 @@ def statsd() -> Iterator[socket.socket]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory, statsd: socket.socket) -> AsyncIterator[Stack]:
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, statsd: socket.socket
+) -> AsyncIterator[Stack]:
     home = tmp_path_factory.mktemp("stack")
     async with provision() as infra:
         port = free_port()
@@ -83,7 +94,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, statsd: socket.socket)
             "GRACEFUL_TIMEOUT": "5",
             "LAUNCHER_STOP_TIMEOUT": "15",
         }
-        s = Stack(f"http://127.0.0.1:{port}", home / "var", home / "artifacts", env, statsd)
+        s = Stack(
+            f"http://127.0.0.1:{port}", home / "var", home / "artifacts", env, statsd
+        )
         started = s.cli("up")
         assert started.returncode == 0, started.stdout + started.stderr
         try:

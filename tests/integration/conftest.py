@@ -1,4 +1,7 @@
-"""The API (HTTP + AMQP consumers), the outbox relay and scripted stages, on this session's database and vhost."""
+"""The API (HTTP + AMQP consumers), the outbox relay and scripted stages.
+
+All on this session's database and vhost.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +50,10 @@ def settings(infra: Infra, artifacts_root: Path) -> Settings:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with its consumers started, plus a running relay; an HTTP client bound to it."""
+    """The API app with its consumers started, plus a running relay.
+
+    Yields an HTTP client bound to the app.
+    """
     await prepare_database(str(settings.database_url))
     app = create_app(settings)
     database = Database(str(settings.database_url), pool_size=3)
@@ -73,6 +79,7 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def stages(
     settings: Settings, api: httpx.AsyncClient, artifacts_root: Path
 ) -> AsyncIterator[StageHarness]:
+    del api  # requested for ordering only: the API consumes what the stages send
     harness = StageHarness(str(settings.rabbitmq_url), SHARDS, artifacts_root)
     await harness.start()
     yield harness
@@ -84,6 +91,7 @@ async def database(
     settings: Settings, api: httpx.AsyncClient
 ) -> AsyncIterator[Database]:
     """Direct database access for assertions (the schema exists once `api` started)."""
+    del api  # requested for ordering only
     db = Database(str(settings.database_url), pool_size=2)
     yield db
     await db.dispose()

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from services.api.db import Database
 from services.api.models import OutboxRow, Run
 from tests.support.api import RUNS, create_run, wait_for
-from tests.support.harness import StageHarness
 
 GOOD = {"repository": "acme/shop", "featureKey": "042-checkout"}
 
@@ -165,8 +164,9 @@ async def test_unknown_run_and_route_are_404_with_a_code(
         "C:%5Cwindows",
     ],
 )
+@pytest.mark.usefixtures("stages")
 async def test_artifact_traversal_never_serves_a_file(
-    api: httpx.AsyncClient, stages: StageHarness, suffix: str
+    api: httpx.AsyncClient, suffix: str
 ) -> None:
     run = await wait_for(
         api, (await create_run(api, f"t-{uuid.uuid4().hex[:8]}"))["id"]
@@ -192,9 +192,8 @@ async def test_bad_idempotency_key_is_rejected(
     assert await counts(database) == before
 
 
-async def test_listing_pages_through_every_run_once(
-    api: httpx.AsyncClient, stages: StageHarness
-) -> None:
+@pytest.mark.usefixtures("stages")
+async def test_listing_pages_through_every_run_once(api: httpx.AsyncClient) -> None:
     repository = f"pager/r-{uuid.uuid4().hex[:8]}"
     created = []
     for n in range(7):

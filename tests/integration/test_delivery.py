@@ -1,4 +1,7 @@
-"""At-least-once delivery against the real broker: duplicates, disorder, poison messages, races, leases."""
+"""At-least-once delivery against the real broker.
+
+Duplicates, disorder, poison messages, races and leases.
+"""
 
 from __future__ import annotations
 
@@ -94,7 +97,8 @@ async def test_stale_attempt_event_is_ignored(
 
 
 BAD_BODIES: dict[str, dict[str, object]] = {
-    # Each one names a real run (so the dead-letter consumer can fail it) but breaks its queue's schema.
+    # Each one names a real run (so the dead-letter consumer can fail it) but breaks
+    # its queue's schema.
     Route.DISCOVER_NEXT_PHASE: {},
     Route.CODEX_PREFLIGHT: {
         "repository": "acme/shop",
@@ -170,9 +174,8 @@ async def test_handler_crash_is_dead_lettered_and_fails_the_run(
     )  # rejected, not requeued in a loop
 
 
-async def test_idempotency_key_returns_the_same_run(
-    api: httpx.AsyncClient, stages: StageHarness
-) -> None:
+@pytest.mark.usefixtures("stages")
+async def test_idempotency_key_returns_the_same_run(api: httpx.AsyncClient) -> None:
     body = {"repository": "acme/shop", "featureKey": feature()}
     token = f"op-{uuid.uuid4()}"
     replies = await asyncio.gather(
@@ -260,9 +263,8 @@ async def test_expired_lease_is_redispatched_then_failed(
     assert commands[0].message_id != commands[1].message_id
 
 
-async def test_unroutable_command_stays_in_the_outbox(
-    api: httpx.AsyncClient, stages: StageHarness, database: Database
-) -> None:
+@pytest.mark.usefixtures("api", "stages")
+async def test_unroutable_command_stays_in_the_outbox(database: Database) -> None:
     lost, tap_only = uuid.uuid4(), uuid.uuid4()
     async with database.new_session() as session, session.begin():
         session.add(
@@ -286,7 +288,8 @@ async def test_unroutable_command_stays_in_the_outbox(
         async with database.new_session() as session:
             row = await session.get(OutboxRow, lost)
             tap = await session.get(OutboxRow, tap_only)
-        assert row is not None and tap is not None
+        assert row is not None
+        assert tap is not None
         if row.attempts >= 1 and tap.sent_at is not None:
             break
         assert asyncio.get_running_loop().time() < deadline, (

@@ -1,4 +1,7 @@
-"""Runs driven through real RabbitMQ and Postgres by the scripted stages: success, failure, retry, cancel."""
+"""Runs driven through real RabbitMQ and Postgres by the scripted stages.
+
+Success, failure, retry and cancel.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from shared.messages import PIPELINE, ApplyAndPublish, TaskName
+from shared.messages import PIPELINE, ApplyAndPublish, SubmitCodexJob, TaskName
 from tests.support.api import RUNS, create_run, wait_for
 from tests.support.harness import BASE_SHA, StageHarness
 
@@ -40,19 +43,20 @@ async def test_run_succeeds_through_every_stage(
     assert run["codexVolume"] == f"codex_auth_{run['codexShardIndex']}"
     assert run["codexPreflightStatus"] == "passed"
     assert run["codexPatchPath"] == "patch.diff"
-    assert run["finishedAt"] is not None and run["startedAt"] is not None
+    assert run["finishedAt"] is not None
+    assert run["startedAt"] is not None
     assert [t["taskName"] for t in run["taskSummary"]] == list(PIPELINE)
     assert {t["status"] for t in run["tasks"]} == {"succeeded"}
     assert run["credentialAudit"]["githubStatus"] == "valid"
     assert {a["path"] for a in run["artifacts"]} == {"patch.diff", "manifest.json"}
     codex_cmd = stages.commands(key, TaskName.SUBMIT_CODEX_JOB)[0]
+    assert isinstance(codex_cmd, SubmitCodexJob)
     assert codex_cmd.notes == "keep it small"
     assert codex_cmd.shard.codex_shard_index == run["codexShardIndex"]
 
 
-async def test_timeline_is_ordered_and_resumable(
-    api: httpx.AsyncClient, stages: StageHarness
-) -> None:
+@pytest.mark.usefixtures("stages")
+async def test_timeline_is_ordered_and_resumable(api: httpx.AsyncClient) -> None:
     run = await wait_for(api, (await create_run(api, feature()))["id"])
 
     events = (await api.get(f"{RUNS}/{run['id']}/events")).json()
@@ -67,8 +71,9 @@ async def test_timeline_is_ordered_and_resumable(
     assert later["lastSeq"] == seqs[-1]
 
 
+@pytest.mark.usefixtures("stages")
 async def test_artifact_download_serves_the_stage_file(
-    api: httpx.AsyncClient, stages: StageHarness
+    api: httpx.AsyncClient,
 ) -> None:
     run = await wait_for(api, (await create_run(api, feature()))["id"])
     listing = (await api.get(f"{RUNS}/{run['id']}/artifacts")).json()["items"]
@@ -145,9 +150,11 @@ async def test_retry_resumes_at_the_failed_stage_reusing_earlier_outputs(
     ):
         assert len(stages.commands(key, earlier)) == 1, f"{earlier} ran again"
     first, second = stages.commands(key, TaskName.APPLY_AND_PUBLISH)
-    assert isinstance(first, ApplyAndPublish) and isinstance(second, ApplyAndPublish)
+    assert isinstance(first, ApplyAndPublish)
+    assert isinstance(second, ApplyAndPublish)
     assert (first.attempt, second.attempt) == (1, 2)
-    assert second.patch == first.patch and second.base_sha == first.base_sha
+    assert second.patch == first.patch
+    assert second.base_sha == first.base_sha
     summary = {t["taskName"]: (t["attempt"], t["status"]) for t in run["taskSummary"]}
     assert summary[TaskName.SUBMIT_CODEX_JOB] == (1, "succeeded")
     assert summary[TaskName.APPLY_AND_PUBLISH] == (2, "succeeded")
@@ -207,10 +214,8 @@ async def test_cancel_stops_the_stage_holding_the_run(
     assert final["taskSummary"][-1]["status"] == "cancelled"
     cancel = next(c for c in stages.cancels if str(c.run_id) == run["id"])
     assert cancel.task is TaskName.SUBMIT_CODEX_JOB
-    assert (
-        cancel.shard is not None
-        and cancel.shard.codex_shard_index == final["codexShardIndex"]
-    )
+    assert cancel.shard is not None
+    assert cancel.shard.codex_shard_index == final["codexShardIndex"]
     again = await api.post(f"{RUNS}/{run['id']}/cancel")
     assert again.status_code == 409
     assert again.json()["detail"]["code"] == "cancel_not_allowed"

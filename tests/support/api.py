@@ -26,10 +26,10 @@ async def wait_for(
     client: httpx.AsyncClient,
     run_id: str,
     statuses: frozenset[str] = TERMINAL,
-    timeout: float = 20.0,
+    timeout: float = 20.0,  # noqa: ASYNC109 - expiry is an AssertionError
     where: Any = None,
 ) -> dict[str, Any]:
-    """Poll the run until its status is in `statuses` (and `where(run)` holds, if given)."""
+    """Poll the run until its status is in `statuses` (and `where(run)`, if given)."""
     deadline = time.monotonic() + timeout
     run: dict[str, Any] = {}
     while time.monotonic() < deadline:

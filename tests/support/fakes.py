@@ -1,4 +1,4 @@
-"""Fakes for unit tests: in-memory stand-ins for our ports (no mocks of our own modules)."""
+"""Fakes for unit tests: in-memory stand-ins for our ports, not mocks of our modules."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 
 class Recorded(NamedTuple):
-    """One metric call; tags as the wire would carry them (`attempt="1"`, `retry="false"`)."""
+    """One metric call.
+
+    Tags as the wire would carry them (`attempt="1"`, `retry="false"`).
+    """
 
     name: str
     value: float
@@ -23,7 +26,10 @@ class Recorded(NamedTuple):
 
 
 class RecordingMetrics:
-    """`Metrics` that records every call; inject with `dependency_provider.scope(get_metrics, ...)`."""
+    """`Metrics` that records every call.
+
+    Inject with `dependency_provider.scope(get_metrics, ...)`.
+    """
 
     def __init__(self) -> None:
         self.records: list[Recorded] = []
@@ -42,12 +48,12 @@ class RecordingMetrics:
         return [record.name for record in self.records]
 
     def find(self, name: str, **tags: Tag) -> list[Recorded]:
-        """Calls of `name` whose tags include every given tag (compared as wire strings)."""
+        """Calls of `name` whose tags include every given tag (as wire strings)."""
         wanted = tag_values(tags).items()
         return [r for r in self.records if r.name == name and wanted <= r.tags.items()]
 
     def count(self, name: str, **tags: Tag) -> float:
-        """Sum of the values of the matching calls (for counters: how many were counted)."""
+        """Sum of the matching calls' values (for counters: how many were counted)."""
         return sum(record.value for record in self.find(name, **tags))
 
     def tags_of(self, name: str) -> list[dict[str, str]]:

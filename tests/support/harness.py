@@ -1,7 +1,8 @@
 """A scripted stand-in for the three stage services, over the real broker.
 
-It consumes the real stage queues and answers with real task events, as the preflight, Codex runner
-and publisher services will. What it does for a run is scripted by the run's feature key.
+It consumes the real stage queues and answers with real task events, as the preflight,
+Codex runner and publisher services will. What it does for a run is scripted by the
+run's feature key.
 """
 
 from __future__ import annotations
@@ -216,9 +217,10 @@ class StageHarness:
         await self._serve(cmd, summary.model_dump(mode="json"), [patch])
 
     async def _publish(self, cmd: ApplyAndPublish) -> None:
+        number = len(self.received) + 1
         summary = PublishSummary(
             branch_name=f"speckit/{cmd.feature_key}/{cmd.spec_task.task_id}-{str(cmd.run_id)[:8]}",
-            pr_url=f"https://github.example/{cmd.repository}/pull/{len(self.received) + 1}",
+            pr_url=f"https://github.example/{cmd.repository}/pull/{number}",
         )
         await self._serve(cmd, summary.model_dump(mode="json"))
 

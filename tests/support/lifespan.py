@@ -11,7 +11,10 @@ from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def lifespan(app: ASGIApp, timeout: float = 30.0) -> AsyncIterator[None]:
+async def lifespan(
+    app: ASGIApp,
+    timeout: float = 30.0,  # noqa: ASYNC109 - bounds each phase; expiry is a TimeoutError
+) -> AsyncIterator[None]:
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -22,7 +25,7 @@ async def lifespan(app: ASGIApp, timeout: float = 30.0) -> AsyncIterator[None]:
         await outbox.put(dict(message))
 
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    task: asyncio.Task[None] = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
     await inbox.put({"type": "lifespan.startup"})
     started = await asyncio.wait_for(outbox.get(), timeout)
     if started["type"] != "lifespan.startup.complete":

@@ -1,4 +1,4 @@
-"""Alembic environment: async engine from DATABASE_URL (or the URL `migrate.py` passes in)."""
+"""Alembic environment: async engine from DATABASE_URL or the URL `migrate.py` gives."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _url() -> str:
         return url
     from services.api.settings import Settings
 
-    return str(Settings().database_url)  # type: ignore[call-arg]
+    return str(Settings().database_url)
 
 
 def _run(connection: Connection) -> None:

@@ -1,4 +1,4 @@
-"""configure_logging(): one JSON sink on stdout, stdlib routed through it, secrets masked."""
+"""configure_logging(): one JSON sink on stdout, stdlib routed to it, secrets masked."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ DIAGNOSE_MARKER = "diagnose" + "-marker-" + "value"
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
-    """configure_logging() is process-wide: put loguru and the stdlib root back afterwards."""
+    """configure_logging() is process-wide: restore loguru and the stdlib root after."""
     root_handlers, root_level = logging.root.handlers[:], logging.root.level
     yield
     logger.remove()

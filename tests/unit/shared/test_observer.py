@@ -76,7 +76,8 @@ def test_success_logs_summary_and_counts_success_with_duration(
         )
 
     assert re.fullmatch(
-        rf"Spec workflow task apply_and_publish succeeded for run {run_id} \(attempt 2\) in \d+\.\d{{3}}s"
+        rf"Spec workflow task apply_and_publish succeeded for run {run_id}"
+        rf" \(attempt 2\) in \d+\.\d{{3}}s"
         r' \| summary=\{"branch_name":"spec/042","pr_url":"https://github.com/acme/shop/pull/7"\}',
         logs.messages()[1],
     )
@@ -113,9 +114,12 @@ def test_failure_logs_error_and_details_and_counts_failure(
         observed.failed(error)
 
     assert re.fullmatch(
-        rf"Spec workflow task codex_preflight failed for run {run_id} \(attempt 1\) after \d+\.\d{{3}}s"
-        r' \| error=\{"code":"codex_login_missing","message":"no login on codex_auth_1","retryable":false\}'
-        r' \| details=\{"codex_queue":"codex-1","codex_shard_index":1,"codex_volume":"codex_auth_1"\}',
+        rf"Spec workflow task codex_preflight failed for run {run_id}"
+        rf" \(attempt 1\) after \d+\.\d{{3}}s"
+        r' \| error=\{"code":"codex_login_missing",'
+        r'"message":"no login on codex_auth_1","retryable":false\}'
+        r' \| details=\{"codex_queue":"codex-1","codex_shard_index":1,'
+        r'"codex_volume":"codex_auth_1"\}',
         logs.messages()[1],
     )
     assert logs[1]["level"].name == "ERROR"

@@ -18,10 +18,19 @@ from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 SETTINGS: list[type[BaseSettings]] = [
-    ServiceSettings, ApiSettings, PreflightSettings, CodexSettings, PublisherSettings,
-    LauncherSettings, BrokerSettings, DatabaseSettings,
+    ServiceSettings,
+    ApiSettings,
+    PreflightSettings,
+    CodexSettings,
+    PublisherSettings,
+    LauncherSettings,
+    BrokerSettings,
+    DatabaseSettings,
 ]
-REQUIRED = {"RABBITMQ_URL": "amqp://u:p@127.0.0.1:5672/v", "DATABASE_URL": "postgresql://postgres@127.0.0.1/db"}
+REQUIRED = {
+    "RABBITMQ_URL": "amqp://u:p@127.0.0.1:5672/v",
+    "DATABASE_URL": "postgresql://postgres@127.0.0.1/db",
+}
 
 
 def names_read(cls: type[BaseSettings]) -> set[str]:
@@ -57,30 +66,56 @@ def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_api_settings_read_their_documented_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    values = {**REQUIRED, "API_HOST": "0.0.0.0", "API_PORT": "9001", "RELAY_INTERVAL": "0.25",
-              "LEASE_MAX_REDISPATCH": "4", "CODEX_SHARDS": "5", "ARTIFACTS_ROOT": "/srv/a", "LOG_JSON": "false",
-              "PREFETCH": "3", "GRACEFUL_TIMEOUT": "7"}
+def test_api_settings_read_their_documented_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {
+        **REQUIRED,
+        "API_HOST": "0.0.0.0",
+        "API_PORT": "9001",
+        "RELAY_INTERVAL": "0.25",
+        "LEASE_MAX_REDISPATCH": "4",
+        "CODEX_SHARDS": "5",
+        "ARTIFACTS_ROOT": "/srv/a",
+        "LOG_JSON": "false",
+        "PREFETCH": "3",
+        "GRACEFUL_TIMEOUT": "7",
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    s = ApiSettings()  # type: ignore[call-arg]
-    assert (s.api_host, s.api_port, s.relay_interval, s.lease_max_redispatch) == ("0.0.0.0", 9001, 0.25, 4)
-    assert (s.codex_shards, str(s.artifacts_root), s.log_json, s.prefetch) == (5, "/srv/a", False, 3)
+    s = ApiSettings()
+    assert (s.api_host, s.api_port, s.relay_interval, s.lease_max_redispatch) == (
+        "0.0.0.0",
+        9001,
+        0.25,
+        4,
+    )
+    assert (s.codex_shards, str(s.artifacts_root), s.log_json, s.prefetch) == (
+        5,
+        "/srv/a",
+        False,
+        3,
+    )
     assert str(s.database_url) == "postgresql+asyncpg://postgres@127.0.0.1/db"
 
 
-def test_metrics_host_prefers_the_spec_workflow_name(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_host_prefers_the_spec_workflow_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name, value in REQUIRED.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("STATSD_HOST", "statsd.local")
     monkeypatch.setenv("STATSD_PORT", "9125")
-    assert (ServiceSettings().metrics_host, ServiceSettings().metrics_port) == ("statsd.local", 9125)  # type: ignore[call-arg]
+    assert (ServiceSettings().metrics_host, ServiceSettings().metrics_port) == (
+        "statsd.local",
+        9125,
+    )
     monkeypatch.setenv("SPEC_WORKFLOW_METRICS_HOST", "metrics.local")
     monkeypatch.setenv("SPEC_WORKFLOW_METRICS_PORT", "8200")
-    s = ServiceSettings()  # type: ignore[call-arg]
+    s = ServiceSettings()
     assert (s.metrics_host, s.metrics_port) == ("metrics.local", 8200)
 
 
 def test_missing_required_connection_is_an_error() -> None:
     with pytest.raises(ValueError, match="RABBITMQ_URL"):
-        ServiceSettings()  # type: ignore[call-arg]
+        ServiceSettings()

@@ -1,4 +1,4 @@
-"""Codex runner handlers through TestRabbitBroker, for the one shard a process serves."""
+"""Codex runner handlers via TestRabbitBroker, for the one shard a process serves."""
 
 from __future__ import annotations
 

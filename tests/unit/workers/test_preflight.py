@@ -1,4 +1,4 @@
-"""Preflight handlers through TestRabbitBroker: every stage refuses honestly until it is built."""
+"""Preflight handlers via TestRabbitBroker: each stage refuses honestly until built."""
 
 from __future__ import annotations
 
@@ -171,9 +171,9 @@ async def test_cancel_only_logs_because_nothing_runs(
         task_failed.mock.assert_not_called()
 
     (line,) = logs.matching("Cancel of task")
-    assert (
-        line["message"]
-        == f"Cancel of task {task} for run {cancel.run_id} (attempt 1): nothing is running here"
+    assert line["message"] == (
+        f"Cancel of task {task} for run {cancel.run_id} (attempt 1):"
+        " nothing is running here"
     )
     assert line["extra"]["run_id"] == str(cancel.run_id)
     assert metrics.records == []

@@ -1,4 +1,4 @@
-"""Publisher handlers through TestRabbitBroker: the stage refuses honestly until it is built."""
+"""Publisher handlers via TestRabbitBroker: the stage refuses honestly until built."""
 
 from __future__ import annotations
 
