@@ -1,6 +1,7 @@
-"""The run state machine as pure rules: statuses, allowed edges, pipeline order, shard choice.
+"""The run state machine as pure rules: statuses, edges, pipeline order, shards.
 
-`runs.py` applies these rules as guarded UPDATEs; the property tests drive them directly.
+`runs.py` and `transitions.py` apply these rules as guarded UPDATEs; the property
+tests drive them directly.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ TERMINAL_TASK = frozenset(
     {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.SKIPPED, TaskStatus.CANCELLED}
 )
 
-# Target status -> statuses it may be entered from. An outcome may arrive before its TaskStarted (events
-# travel on different queues), so queued -> terminal is legal; nothing ever leaves a terminal status.
+# Target status -> statuses it may be entered from. An outcome may overtake its
+# TaskStarted (events travel on different queues), so queued -> terminal is legal;
+# nothing ever leaves a terminal status.
 TASK_ALLOWED_FROM: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.RUNNING: frozenset({TaskStatus.QUEUED, TaskStatus.SUCCEEDED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.QUEUED}),
     TaskStatus.SUCCEEDED: OPEN_TASK,
     TaskStatus.FAILED: OPEN_TASK,
     TaskStatus.CANCELLED: OPEN_TASK,
@@ -96,7 +98,7 @@ def resume_point(latest: dict[TaskName, TaskStatus]) -> TaskName:
 
 
 def shard_for(repository: str, feature_key: str, task_id: str, shards: int) -> int:
-    """Stable shard from `repository|feature|task`, the same on every process and restart."""
+    """Stable shard from `repository|feature|task`: the same in every process."""
     digest = hashlib.sha256(
         f"{repository.lower()}|{feature_key}|{task_id}".encode()
     ).digest()

@@ -14,7 +14,9 @@ from fastapi.responses import JSONResponse
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 from faststream_fastapi import FastStreamAPI
+from loguru import logger
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -130,15 +132,29 @@ def _install_error_handlers(api: FastAPI) -> None:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error(exc.status_code, code, str(exc.detail))
 
-    @api.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def database_error(_: Request, exc: Exception) -> JSONResponse:
         if db.is_unavailable(exc):
             return error(
                 503,
                 "database_unavailable",
                 "the database is unavailable; try again shortly",
             )
-        raise exc
+        return internal(exc)
+
+    # Registered per class, not on Exception: the response is final, nothing re-raised.
+    for kind in (DBAPIError, OSError, TimeoutError):
+        api.add_exception_handler(kind, database_error)
+
+    @api.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return internal(exc)
+
+
+def internal(exc: BaseException) -> JSONResponse:
+    logger.opt(exception=exc).error("Unhandled error while serving a request")
+    return error(
+        500, "internal_error", "an unexpected error occurred; it has been logged"
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastStreamAPI:

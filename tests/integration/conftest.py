@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
+from faststream_fastapi import FastStreamAPI
 
 from services.api.db import Database
 from services.api.main import create_app
@@ -49,13 +51,30 @@ def settings(infra: Infra, artifacts_root: Path) -> Settings:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def app(settings: Settings) -> FastStreamAPI:
+    """The API app (routes and AMQP consumers) on a migrated database; not started."""
+    await prepare_database(str(settings.database_url))
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def fastapi_app(app: FastStreamAPI) -> FastAPI:
+    """The FastAPI half, for dependency overrides.
+
+    faststream-fastapi has no public accessor for it.
+    """
+    application: FastAPI = app._application
+    return application
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def api(
+    settings: Settings, app: FastStreamAPI
+) -> AsyncIterator[httpx.AsyncClient]:
     """The API app with its consumers started, plus a running relay.
 
     Yields an HTTP client bound to the app.
     """
-    await prepare_database(str(settings.database_url))
-    app = create_app(settings)
     database = Database(str(settings.database_url), pool_size=3)
     relay_broker = build_broker(settings)
     async with lifespan(app):

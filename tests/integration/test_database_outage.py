@@ -1,0 +1,57 @@
+"""While PostgreSQL cannot be reached the API answers 503 with a code, never 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api.db import Database, get_session
+from tests.support.api import RUNS
+
+GOOD = {"repository": "acme/shop", "featureKey": "outage-1"}
+
+
+@pytest.fixture
+def dead_database(fastapi_app: FastAPI) -> Iterator[None]:
+    """Route every request's session to a port where no PostgreSQL listens."""
+    dead = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")
+
+    async def unreachable() -> AsyncIterator[AsyncSession]:
+        async with dead.new_session() as session:
+            yield session
+
+    fastapi_app.dependency_overrides[get_session] = unreachable
+    yield
+    fastapi_app.dependency_overrides.pop(get_session)
+
+
+@pytest.mark.usefixtures("dead_database")
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", RUNS, GOOD),
+        ("GET", RUNS, None),
+        ("GET", f"{RUNS}/00000000-0000-0000-0000-000000000001", None),
+        ("POST", f"{RUNS}/00000000-0000-0000-0000-000000000001/retry", None),
+        ("GET", "/api/workflows/speckit/codex/shards", None),
+    ],
+)
+async def test_database_outage_is_a_503(
+    api: httpx.AsyncClient, method: str, path: str, body: object
+) -> None:
+    response = await api.request(method, path, json=body)
+
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"]["code"] == "database_unavailable"
+
+
+@pytest.mark.usefixtures("dead_database")
+async def test_database_outage_still_validates_input_first(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post(RUNS, json={"repository": "-x"})
+    assert response.status_code == 422
