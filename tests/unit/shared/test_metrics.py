@@ -70,6 +70,8 @@ def metrics_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]
     for name in METRICS_ENV:
         monkeypatch.delenv(name, raising=False)
     yield monkeypatch
+    for name in METRICS_ENV:  # still patched here: clear them so the reset has no host
+        monkeypatch.delenv(name, raising=False)
     configure_metrics(ServiceSettings(_env_file=None))  # no host: closes any socket
 
 
