@@ -241,3 +241,23 @@ async def test_cancel_of_a_pending_run_before_any_stage_reports(
     final = await wait_for(api, run["id"])
     assert final["status"] == "cancelled"
     assert final["tasks"][0]["status"] == "cancelled"
+
+
+async def test_retry_while_another_run_of_the_feature_is_active_is_a_409(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
+    key = feature()
+    stages.script(key, fail_at=TaskName.CODEX_PREFLIGHT, fail_attempts=frozenset({1}))
+    first = await wait_for(api, (await create_run(api, key))["id"])
+    assert first["status"] == "failed"
+    stages.script(key, hold=frozenset({TaskName.DISCOVER_NEXT_PHASE}))
+    second = await create_run(api, key)
+
+    response = await api.post(f"{RUNS}/{first['id']}/retry")
+
+    assert response.status_code == 409
+    assert response.json()["detail"]["code"] == "active_run_exists"
+    assert response.json()["detail"]["activeRunId"] == second["id"]
+    assert (await api.get(f"{RUNS}/{first['id']}")).json()["attempt"] == 1
+    stages.release(second["id"])
+    await wait_for(api, second["id"])
