@@ -8,19 +8,17 @@ subscribers come from `shard_router(shard)`; the publishers stay module-level ob
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from faststream import Depends
 from faststream.rabbit import RabbitRouter
-from loguru import logger
 
-from shared.messages import CancelTask, SubmitCodexJob, TaskError, TaskFailed
+from shared import stub
+from shared.messages import CancelTask, SubmitCodexJob
 from shared.metrics import Metrics, get_metrics
-from shared.observer import observe_task
 from shared.topology import EXCHANGE, Route, codex_cancel_queue, codex_queue
 
 SERVICE = "codex_runner"
-STAGE_NOT_IMPLEMENTED = "stage_not_implemented"
 
 router = RabbitRouter()
 task_failed = router.publisher(
@@ -30,50 +28,12 @@ task_failed = router.publisher(
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def not_implemented(stage: str) -> TaskError:
-    return TaskError(
-        code=STAGE_NOT_IMPLEMENTED,
-        message=f"{stage} is not implemented yet in this build",
-        retryable=False,
-    )
-
-
-def job_details(cmd: SubmitCodexJob) -> dict[str, Any]:
-    """The identifiers a runbook reader needs, shard included; never the prompt."""
-    return {
-        "message_id": str(cmd.message_id),
-        "repository": cmd.repository,
-        "feature_key": cmd.feature_key,
-        "base_branch": cmd.base_branch,
-        "spec_task_id": cmd.spec_task.task_id,
-        **cmd.shard.model_dump(),
-    }
-
-
 async def on_submit_codex_job(cmd: SubmitCodexJob, metrics: MetricsDep) -> None:
-    with (
-        logger.contextualize(
-            run_id=str(cmd.run_id), task=cmd.task, attempt=cmd.attempt
-        ),
-        observe_task(
-            metrics, cmd.task, cmd.run_id, cmd.attempt, details=job_details(cmd)
-        ) as observed,
-    ):
-        error = not_implemented("codex run")
-        await task_failed.publish(cmd.reply(TaskFailed, error=error))
-        observed.failed(error)
+    await stub.refuse(cmd, "codex run", task_failed, metrics)
 
 
 async def on_cancel_codex_job(cmd: CancelTask) -> None:
-    with logger.contextualize(
-        run_id=str(cmd.run_id), task=cmd.task, attempt=cmd.attempt
-    ):
-        logger.info(
-            "Cancel of task {} for run {} (attempt {}): no Codex container is running",
-            cmd.task,
-            cmd.run_id,
-            cmd.attempt,
-        )
+    stub.note_cancel(cmd, "no Codex container is running")
 
 
 def shard_router(shard: int) -> RabbitRouter:

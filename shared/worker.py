@@ -1,0 +1,40 @@
+"""Building a stage worker process: logging, secrets, metrics, broker, topology."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream import FastStream
+from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
+
+from shared.logging import configure_logging
+from shared.metrics import configure_metrics
+from shared.redaction import register_settings_secrets
+from shared.settings import ServiceSettings
+from shared.topology import declare_topology
+
+
+def build_worker(
+    service: str, settings: ServiceSettings, router: RabbitRouter, *, prefetch: int
+) -> FastStream:
+    """The FastStream app of one stage service; `main.py` calls this once."""
+    configure_logging(service, level=settings.log_level, json=settings.log_json)
+    register_settings_secrets(settings)
+    configure_metrics(settings)
+    broker = RabbitBroker(
+        str(settings.rabbitmq_url),
+        default_channel=Channel(prefetch_count=prefetch),
+        graceful_timeout=settings.graceful_timeout,
+        logger=logging.getLogger(f"{service}.broker"),
+    )
+    broker.include_router(router)
+    app = FastStream(broker, logger=logging.getLogger(f"{service}.app"))
+
+    @app.on_startup
+    async def declare() -> None:
+        # Before the subscribers start: connect early and declare the whole topology,
+        # so `mandatory` commands find their queues whichever service starts first.
+        await broker.connect()
+        await declare_topology(broker, settings.codex_shards)
+
+    return app
