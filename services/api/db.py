@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from loguru import logger
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -30,23 +30,17 @@ class Database:
         await self.engine.dispose()
 
 
-_database: Database | None = None
+def get_database(request: Request) -> Database:
+    """The app's database (`app.state.database`, set by `main.create_app`).
+
+    AMQP handlers get a request-like object whose `app` is the same FastAPI app.
+    """
+    database: Database = request.app.state.database
+    return database
 
 
-def configure_database(url: str) -> Database:
-    global _database
-    _database = Database(url)
-    return _database
-
-
-def get_database() -> Database:
-    if _database is None:
-        raise RuntimeError("configure_database() was not called")
-    return _database
-
-
-async def get_session() -> AsyncIterator[AsyncSession]:
-    async with get_database().new_session() as session:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_database(request).new_session() as session:
         yield session  # open and close only: the route or handler owns the transaction
 
 

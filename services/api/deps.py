@@ -1,54 +1,71 @@
-"""Request-scoped dependencies besides the session.
+"""Request-scoped dependencies besides the session: settings, keyring, the caller.
 
-Settings, the caller, and the broker for readiness.
+Everything comes from `request.app.state` (set by `main.create_app`), so several
+apps can live in one process (tests) and AMQP handlers, whose request-like object
+carries the same app, see the same objects.
 """
 
 from __future__ import annotations
 
+import hmac
+from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends
-from faststream.rabbit import RabbitBroker
+from fastapi import Depends, Request
 
+from services.api import accounts
+from services.api.db import get_database
+from services.api.errors import Unauthorized
 from services.api.models import DEFAULT_USER_ID
-from services.api.settings import Settings
-
-_settings: Settings | None = None
-_broker: RabbitBroker | None = None
+from services.api.settings import AuthMode, Settings
+from services.api.vault import Keyring
 
 
-def configure(settings: Settings, broker: RabbitBroker) -> None:
-    global _settings, _broker
-    _settings, _broker = settings, broker
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user requests act as, and whose runs they may see."""
+
+    user_id: UUID
 
 
-def get_settings() -> Settings:
-    if _settings is None:
-        raise RuntimeError("deps.configure() was not called")
-    return _settings
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-def get_broker() -> RabbitBroker:
-    if _broker is None:
-        raise RuntimeError("deps.configure() was not called")
-    return _broker
+def get_keyring(request: Request) -> Keyring:
+    keyring: Keyring = request.app.state.keyring
+    return keyring
 
 
-def get_current_user() -> UUID:
-    """AUTH_MODE=disabled: every request acts as the default user.
-
-    Token auth arrives with issue 3.
-    """
-    return DEFAULT_USER_ID
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def get_owner_filter() -> UUID | None:
-    """Whose runs the caller may see: None means all (disabled auth mode)."""
-    return None
+async def get_principal(request: Request) -> Principal:
+    """Disabled auth mode: the default user. Token mode: the bearer token's user."""
+    if get_settings(request).auth_mode is AuthMode.DISABLED:
+        return Principal(DEFAULT_USER_ID)
+    token = _bearer(request)
+    if token is None:
+        raise Unauthorized("send Authorization: Bearer <token>")
+    async with get_database(request).new_session() as session, session.begin():
+        user_id = await accounts.authenticate(session, token)
+    if user_id is None:
+        raise Unauthorized("the token is unknown, revoked or expired")
+    return Principal(user_id)
+
+
+def require_service_token(request: Request) -> None:
+    """The internal API: only callers holding INTERNAL_API_TOKEN."""
+    expected: str | None = request.app.state.internal_token
+    token = _bearer(request)
+    if not expected or token is None or not hmac.compare_digest(token, expected):
+        raise Unauthorized("the internal API needs the service token")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-BrokerDep = Annotated[RabbitBroker, Depends(get_broker)]
-CurrentUserDep = Annotated[UUID, Depends(get_current_user)]
-OwnerDep = Annotated[UUID | None, Depends(get_owner_filter)]
+KeyringDep = Annotated[Keyring, Depends(get_keyring)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

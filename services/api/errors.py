@@ -16,12 +16,17 @@ class RunError(Exception):
       + ActiveRunExists
       + IdempotencyKeyReused
       + InvalidCursor
+      + Unauthorized
+      + CredentialNotFound
     """
 
     code = "run_error"
 
     def extra(self) -> dict[str, Any]:
         """Fields added to the error body next to `code` and `message`."""
+        return {}
+
+    def headers(self) -> dict[str, str]:
         return {}
 
 
@@ -72,3 +77,18 @@ class InvalidCursor(RunError):
     """The pagination cursor was not issued by this API."""
 
     code = "invalid_cursor"
+
+
+class Unauthorized(RunError):
+    """No valid bearer token (or service token, on the internal API)."""
+
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class CredentialNotFound(RunError):
+    """The caller has no key stored for this provider."""
+
+    code = "credential_not_found"

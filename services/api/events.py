@@ -32,7 +32,6 @@ from shared.observer import observe_task
 from shared.routing import Route
 from shared.topology import DEAD_LETTERS, DLX, EXCHANGE, queue_for
 
-router = RabbitRouter()
 E = TypeVar("E", bound=Message)
 
 
@@ -72,17 +71,14 @@ async def _apply(
         return outcome
 
 
-@router.subscriber(queue_for("api", Route.TASK_STARTED), EXCHANGE)
 async def on_task_started(event: TaskStarted, session: SessionDep) -> None:
     await _apply(session, event, transitions.record_started)
 
 
-@router.subscriber(queue_for("api", Route.TASK_HEARTBEAT), EXCHANGE)
 async def on_task_heartbeat(event: TaskHeartbeat, session: SessionDep) -> None:
     await _apply(session, event, transitions.record_heartbeat)
 
 
-@router.subscriber(queue_for("api", Route.TASK_SUCCEEDED), EXCHANGE)
 async def on_task_succeeded(
     event: TaskSucceeded, session: SessionDep, settings: SettingsDep
 ) -> None:
@@ -92,21 +88,27 @@ async def on_task_succeeded(
     await _apply(session, event, record)
 
 
-@router.subscriber(queue_for("api", Route.TASK_FAILED), EXCHANGE)
 async def on_task_failed(event: TaskFailed, session: SessionDep) -> None:
     await _apply(session, event, transitions.record_failed)
 
 
-@router.subscriber(queue_for("api", Route.TASK_CANCELLED), EXCHANGE)
 async def on_task_cancelled(event: TaskCancelled, session: SessionDep) -> None:
     await _apply(session, event, transitions.record_cancelled)
 
 
-@router.subscriber(queue_for("api", Route.FINALIZE_RUN), EXCHANGE)
 async def on_finalize_run(
     cmd: FinalizeRun, session: SessionDep, settings: SettingsDep
 ) -> None:
-    """finalize_run is served here: the API owns the run row and the manifest."""
+    """finalize_run is served here: the API owns the run row and the manifest.
+
+    A copy that is no longer current (redelivered, stale) is no task execution: it is
+    dropped before the observer would count it.
+    """
+    async with session.begin():
+        current = await transitions.task_is_open(session, cmd)
+    if not current:
+        logger.info("Ignored FinalizeRun for run {}: not current", str(cmd.run_id))
+        return
     with observe_task(
         get_metrics(),
         cmd.task,
@@ -147,7 +149,6 @@ async def _decode_dead_letter(message: StreamMessage[Any]) -> dict[str, str]:
     }
 
 
-@router.subscriber(DEAD_LETTERS, DLX, decoder=_decode_dead_letter)
 async def on_dead_letter(dead: dead_letters.DeadLetter, session: SessionDep) -> None:
     """Fail the run a dead message belonged to.
 
@@ -169,3 +170,22 @@ async def on_dead_letter(dead: dead_letters.DeadLetter, session: SessionDep) -> 
 
     get_metrics().incr("dead_letter", task=cause.task, code=error.code)
     await _apply(session, dead_letters.inbox_copy(cause), fail)
+
+
+def build_router() -> RabbitRouter:
+    """A fresh router with every API subscriber; one per app (FastStreamAPI wraps)."""
+    router = RabbitRouter()
+    router.subscriber(queue_for("api", Route.TASK_STARTED), EXCHANGE)(on_task_started)
+    router.subscriber(queue_for("api", Route.TASK_HEARTBEAT), EXCHANGE)(
+        on_task_heartbeat
+    )
+    router.subscriber(queue_for("api", Route.TASK_SUCCEEDED), EXCHANGE)(
+        on_task_succeeded
+    )
+    router.subscriber(queue_for("api", Route.TASK_FAILED), EXCHANGE)(on_task_failed)
+    router.subscriber(queue_for("api", Route.TASK_CANCELLED), EXCHANGE)(
+        on_task_cancelled
+    )
+    router.subscriber(queue_for("api", Route.FINALIZE_RUN), EXCHANGE)(on_finalize_run)
+    router.subscriber(DEAD_LETTERS, DLX, decoder=_decode_dead_letter)(on_dead_letter)
+    return router

@@ -6,6 +6,8 @@ Run with `python -m services.api` (uvicorn on API_HOST:API_PORT).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,20 +22,25 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import db, deps, events, routes
+from services.api import accounts, credential_routes, credentials, db, events, routes
 from services.api.errors import (
     ActiveRunExists,
     ArtifactNotFound,
+    CredentialNotFound,
     IdempotencyKeyReused,
     InvalidCursor,
     RunError,
     RunNotCancellable,
     RunNotFound,
     RunNotRetryable,
+    Unauthorized,
 )
-from services.api.settings import Settings
+from services.api.models import DEFAULT_USER_ID
+from services.api.settings import AuthMode, Settings
+from services.api.vault import Keyring, dev_secret_file, load_keyring
 from shared.logging import configure_logging
 from shared.metrics import configure_metrics
+from shared.redaction import register_settings_secrets
 from shared.topology import declare_topology
 
 HTTP_STATUS: dict[type[RunError], int] = {
@@ -44,6 +51,8 @@ HTTP_STATUS: dict[type[RunError], int] = {
     ActiveRunExists: 409,
     IdempotencyKeyReused: 422,
     InvalidCursor: 422,
+    Unauthorized: 401,
+    CredentialNotFound: 404,
 }
 HTTP_CODES = {
     400: "bad_request",
@@ -108,7 +117,9 @@ class _TooLarge(Exception):
 def _install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(RunError)
     async def run_error(_: Request, exc: RunError) -> JSONResponse:
-        return error(HTTP_STATUS[type(exc)], exc.code, str(exc), **exc.extra())
+        response = error(HTTP_STATUS[type(exc)], exc.code, str(exc), **exc.extra())
+        response.headers.update(exc.headers())
+        return response
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,26 +168,97 @@ def internal(exc: BaseException) -> JSONResponse:
     )
 
 
+def load_secrets(settings: Settings) -> tuple[Keyring, str | None]:
+    """The keyring and the internal service token; dev files only in disabled mode."""
+    dev = settings.auth_mode is AuthMode.DISABLED
+    key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    keyring, origin = load_keyring(
+        key=key,
+        key_file=settings.secrets_key_file,
+        previous=settings.previous_keys(),
+        dev_key_file=settings.dev_secrets_key_file if dev else None,
+    )
+    if origin.startswith("dev:"):
+        logger.warning(
+            "No SECRETS_KEY: provider keys are encrypted with a generated development "
+            "key in {path}; set SECRETS_KEY or SECRETS_KEY_FILE in production",
+            path=origin.removeprefix("dev:"),
+        )
+    token = settings.internal_api_token
+    if token is not None:
+        return keyring, token.get_secret_value()
+    if dev:
+        path = settings.dev_secrets_key_file.with_name("internal_api_token")
+        logger.warning(
+            "No INTERNAL_API_TOKEN: using the development token in {path}",
+            path=str(path),
+        )
+        return keyring, dev_secret_file(path)
+    return keyring, None
+
+
+@asynccontextmanager
+async def startup(api: FastAPI) -> AsyncIterator[None]:
+    """Make sure the default user exists; in disabled mode, seed its missing keys."""
+    settings: Settings = api.state.settings
+    database: db.Database = api.state.database
+
+    async def prepare() -> list[str]:
+        async with database.new_session() as session, session.begin():
+            await accounts.ensure_default_user(session)
+            if settings.auth_mode is not AuthMode.DISABLED:
+                return []
+            values = {p: v.get_secret_value() for p, v in settings.seed_keys().items()}
+            return await credentials.seed(
+                session, api.state.keyring, DEFAULT_USER_ID, values
+            )
+
+    seeded = await db.retry_while_unavailable(prepare)
+    if seeded:
+        logger.info(
+            "Seeded the default user's missing keys: {providers}", providers=seeded
+        )
+    yield
+    await database.dispose()
+
+
 def create_app(settings: Settings | None = None) -> FastStreamAPI:
     """The ASGI app: FastAPI routes plus the AMQP subscribers, sharing dependencies.
 
-    Built with faststream's FastAPI integration.
+    Built with faststream's FastAPI integration. Everything the dependencies need is
+    on `app.state`, so one process may hold several apps (the tests do).
     """
     settings = settings or Settings()
     configure_logging("api", level=settings.log_level, json=settings.log_json)
+    register_settings_secrets(settings)
     configure_metrics(settings)
-    database = db.configure_database(str(settings.database_url))
+    keyring, internal_token = load_secrets(settings)
+    database = db.Database(str(settings.database_url))
     broker = RabbitBroker(
         str(settings.rabbitmq_url),
         default_channel=Channel(prefetch_count=settings.prefetch),
         graceful_timeout=settings.graceful_timeout,
         logger=logging.getLogger("api.broker"),
     )
-    broker.include_router(events.router)
-    deps.configure(settings, broker)
+    broker.include_router(events.build_router())
 
-    api = FastAPI(title="MoonMind Spec Workflow", version="0.1.0")
+    token_mode = settings.auth_mode is AuthMode.TOKEN
+    api = FastAPI(
+        title="MoonMind Spec Workflow",
+        version="0.1.0",
+        lifespan=startup,
+        # Every endpoint but health needs a token in token mode: no anonymous docs.
+        openapi_url=None if token_mode else "/openapi.json",
+        docs_url=None if token_mode else "/docs",
+        redoc_url=None,
+    )
+    api.state.settings = settings
+    api.state.database = database
+    api.state.keyring = keyring
+    api.state.internal_token = internal_token
     api.include_router(routes.router)
+    api.include_router(credential_routes.me)
+    api.include_router(credential_routes.internal)
     _install_error_handlers(api)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 

@@ -10,13 +10,13 @@ import os
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from services.api import cursor, runs
 from services.api.db import SessionDep
-from services.api.deps import CurrentUserDep, OwnerDep, SettingsDep
+from services.api.deps import PrincipalDep, SettingsDep, get_principal
 from services.api.errors import ArtifactNotFound
 from services.api.lifecycle import RunStatus
 from services.api.models import Artifact, CodexShardRow, Run, RunEvent
@@ -39,7 +39,9 @@ from services.api.settings import Settings
 from shared.messages import PublishMode
 from shared.routing import codex_queue_name, codex_volume_name
 
-router = APIRouter(prefix="/api/workflows/speckit")
+router = APIRouter(
+    prefix="/api/workflows/speckit", dependencies=[Depends(get_principal)]
+)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -82,7 +84,7 @@ async def create_run(
     body: RunCreate,
     session: SessionDep,
     settings: SettingsDep,
-    user: CurrentUserDep,
+    caller: PrincipalDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
@@ -96,7 +98,7 @@ async def create_run(
     )
     async with session.begin():
         run, created = await runs.create_run(
-            session, request, user_id=user, idempotency_key=idempotency_key
+            session, request, user_id=caller.user_id, idempotency_key=idempotency_key
         )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -107,7 +109,7 @@ async def create_run(
 async def list_runs(
     session: SessionDep,
     settings: SettingsDep,
-    owner: OwnerDep,
+    caller: PrincipalDep,
     status: RunStatus | None = None,
     feature_key: Annotated[
         str | None, Query(alias="featureKey", pattern=f"^{NAME_RE.pattern}$")
@@ -124,7 +126,7 @@ async def list_runs(
     )
     async with session.begin():
         rows = await runs.list_runs(
-            session, filters, owner=owner, limit=limit, after=after
+            session, filters, owner=caller.user_id, limit=limit, after=after
         )
     page = rows[:limit]
     next_cursor = (
@@ -138,7 +140,7 @@ async def get_run(
     run_id: UUID,
     session: SessionDep,
     settings: SettingsDep,
-    owner: OwnerDep,
+    caller: PrincipalDep,
     include_tasks: Annotated[bool, Query(alias="includeTasks")] = True,
     include_artifacts: Annotated[bool, Query(alias="includeArtifacts")] = True,
     include_credential_audit: Annotated[
@@ -149,7 +151,7 @@ async def get_run(
         run = await runs.get_run(
             session,
             run_id,
-            owner=owner,
+            owner=caller.user_id,
             tasks=include_tasks,
             artifacts=include_artifacts,
             audits=include_credential_audit,
@@ -168,22 +170,22 @@ async def retry_run(
     run_id: UUID,
     session: SessionDep,
     settings: SettingsDep,
-    owner: OwnerDep,
+    caller: PrincipalDep,
     body: RetryRequest | None = None,
 ) -> RunOut:
     async with session.begin():
         run = await runs.start_retry(
-            session, run_id, notes=body.notes if body else None, owner=owner
+            session, run_id, notes=body.notes if body else None, owner=caller.user_id
         )
     return run_out(run, settings)
 
 
 @router.post("/runs/{run_id}/cancel", status_code=202)
 async def cancel_run(
-    run_id: UUID, session: SessionDep, settings: SettingsDep, owner: OwnerDep
+    run_id: UUID, session: SessionDep, settings: SettingsDep, caller: PrincipalDep
 ) -> RunOut:
     async with session.begin():
-        run = await runs.cancel_run(session, run_id, owner=owner)
+        run = await runs.cancel_run(session, run_id, owner=caller.user_id)
     return run_out(run, settings)
 
 
@@ -191,13 +193,18 @@ async def cancel_run(
 async def run_events(
     run_id: UUID,
     session: SessionDep,
-    owner: OwnerDep,
+    caller: PrincipalDep,
     after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventList:
     async with session.begin():
         await runs.get_run(
-            session, run_id, owner=owner, tasks=False, artifacts=False, audits=False
+            session,
+            run_id,
+            owner=caller.user_id,
+            tasks=False,
+            artifacts=False,
+            audits=False,
         )
         rows = (
             await session.scalars(
@@ -213,11 +220,11 @@ async def run_events(
 
 @router.get("/runs/{run_id}/artifacts")
 async def list_artifacts(
-    run_id: UUID, session: SessionDep, owner: OwnerDep
+    run_id: UUID, session: SessionDep, caller: PrincipalDep
 ) -> ArtifactList:
     async with session.begin():
         run = await runs.get_run(
-            session, run_id, owner=owner, tasks=False, audits=False
+            session, run_id, owner=caller.user_id, tasks=False, audits=False
         )
     return ArtifactList(items=[ArtifactOut.model_validate(a) for a in run.artifacts])
 
@@ -241,11 +248,16 @@ async def download_artifact(
     artifact_id: UUID,
     session: SessionDep,
     settings: SettingsDep,
-    owner: OwnerDep,
+    caller: PrincipalDep,
 ) -> FileResponse:
     async with session.begin():
         await runs.get_run(
-            session, run_id, owner=owner, tasks=False, artifacts=False, audits=False
+            session,
+            run_id,
+            owner=caller.user_id,
+            tasks=False,
+            artifacts=False,
+            audits=False,
         )
         artifact = await session.scalar(
             select(Artifact).where(

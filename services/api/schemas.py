@@ -11,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from services.api.credentials import Provider
 from shared.messages import PublishMode
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -272,3 +273,43 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: ErrorBody
+
+
+class CredentialIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("value")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(
+                "a key has no surrounding whitespace or control characters"
+            )
+        return value
+
+
+class CredentialOut(CamelModel):
+    provider: str
+    masked: str
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CredentialList(CamelModel):
+    items: list[CredentialOut]
+
+
+class SecretsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[Provider] = Field(min_length=1, max_length=8)
+
+
+class SecretsOut(CamelModel):
+    run_id: UUID
+    user_id: UUID
+    secrets: dict[str, str]
+    missing: list[str]

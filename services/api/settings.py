@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PostgresDsn, field_validator
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, PostgresDsn, SecretStr, field_validator, model_validator
 
 from shared.settings import ServiceSettings
+
+
+class AuthMode(StrEnum):
+    DISABLED = "disabled"
+    TOKEN = "token"
+
+
+PROVIDER_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "google": "GOOGLE_API_KEY",
+    "github": "GITHUB_TOKEN",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
+"""Provider keys that seed the default user's profile at start-up (disabled mode)."""
 
 
 class Settings(ServiceSettings):
@@ -34,3 +52,56 @@ class Settings(ServiceSettings):
                 if value.startswith(plain):
                     return "postgresql+asyncpg://" + value.removeprefix(plain)
         return value
+
+    auth_mode: AuthMode = Field(AuthMode.DISABLED, validation_alias="AUTH_MODE")
+    secrets_key: SecretStr | None = Field(None, validation_alias="SECRETS_KEY")
+    secrets_key_file: Path | None = Field(None, validation_alias="SECRETS_KEY_FILE")
+    secrets_previous_keys: SecretStr | None = Field(
+        None, validation_alias="SECRETS_PREVIOUS_KEYS"
+    )
+    dev_secrets_key_file: Path = Field(
+        Path("var/secrets.key"), validation_alias="DEV_SECRETS_KEY_FILE"
+    )
+    internal_api_token: SecretStr | None = Field(
+        None, validation_alias="INTERNAL_API_TOKEN"
+    )
+    token_default_ttl_days: int = Field(
+        90, ge=0, validation_alias="API_TOKEN_DEFAULT_TTL_DAYS"
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    google_api_key: SecretStr | None = Field(None, validation_alias="GOOGLE_API_KEY")
+    github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias="ANTHROPIC_API_KEY"
+    )
+
+    @model_validator(mode="after")
+    def token_mode_needs_its_secrets(self) -> Self:
+        if self.auth_mode is AuthMode.TOKEN:
+            if self.secrets_key is None and self.secrets_key_file is None:
+                raise ValueError(
+                    "AUTH_MODE=token needs SECRETS_KEY or SECRETS_KEY_FILE "
+                    "(generate one with `spec-workflow secrets generate-key`)"
+                )
+            token = self.internal_api_token
+            if token is None or len(token.get_secret_value()) < 32:
+                raise ValueError(
+                    "AUTH_MODE=token needs INTERNAL_API_TOKEN of at least 32 characters"
+                )
+        return self
+
+    def previous_keys(self) -> list[str]:
+        raw = self.secrets_previous_keys
+        return (
+            [k for k in raw.get_secret_value().split(",") if k.strip()] if raw else []
+        )
+
+    def seed_keys(self) -> dict[str, SecretStr]:
+        """Provider keys present in the environment, by provider name."""
+        values = {
+            "openai": self.openai_api_key,
+            "google": self.google_api_key,
+            "github": self.github_token,
+            "anthropic": self.anthropic_api_key,
+        }
+        return {name: value for name, value in values.items() if value is not None}

@@ -24,6 +24,7 @@ from services.api import outbox
 from services.api.dispatch import announce_status, command_id, dispatch, timeline
 from services.api.lifecycle import (
     ACTIVE_RUN,
+    OPEN_TASK,
     TASK_ALLOWED_FROM,
     Phase,
     RunStatus,
@@ -340,6 +341,23 @@ async def fail_dead_letter(
     _finish(run, RunStatus.FAILED, now)
     await announce_status(session, run)
     return APPLIED
+
+
+async def task_is_open(session: AsyncSession, message: Message) -> bool:
+    """Whether the message's task is open on the run's current attempt (no locks)."""
+    found = await session.scalar(
+        select(TaskState.id)
+        .join(Run, Run.id == TaskState.run_id)
+        .where(
+            TaskState.run_id == message.run_id,
+            TaskState.task_name == message.task,
+            TaskState.attempt == message.attempt,
+            TaskState.status.in_(OPEN_TASK),
+            Run.attempt == message.attempt,
+            Run.status.in_(ACTIVE_RUN),
+        )
+    )
+    return found is not None
 
 
 async def finalize(session: AsyncSession, event: Message) -> tuple[Run | None, Outcome]:
