@@ -190,7 +190,7 @@ def load_secrets(settings: Settings) -> tuple[Keyring, str | None]:
     if dev:
         path = settings.dev_secrets_key_file.with_name("internal_api_token")
         logger.warning(
-            "No INTERNAL_API_TOKEN: using the development token in {path}",
+            "INTERNAL_API_TOKEN is not set; the development token in {path} is used",
             path=str(path),
         )
         return keyring, dev_secret_file(path)

@@ -20,7 +20,15 @@ from services.api.db import Database
 from services.api.main import create_app
 from services.api.migrate import prepare_database
 from services.api.relay import Relay, build_broker
-from services.api.settings import Settings
+from services.api.settings import AuthMode, Settings
+from shared.topology import EXCHANGE
+from tests.support.canary import (
+    INTERNAL_TOKEN,
+    SECRETS_KEY,
+    SEED_ENV,
+    CanaryAudit,
+    attach_capture,
+)
 from tests.support.harness import StageHarness
 from tests.support.infra import Infra
 from tests.support.lifespan import lifespan
@@ -46,15 +54,25 @@ def settings(infra: Infra, artifacts_root: Path) -> Settings:
             "LEASE_MAX_REDISPATCH": 1,
             "LOG_JSON": False,
             "LOG_LEVEL": "WARNING",
+            "SECRETS_KEY": SECRETS_KEY,
+            "INTERNAL_API_TOKEN": INTERNAL_TOKEN,
+            **SEED_ENV,
         }
     )
 
 
+@pytest.fixture(scope="session")
+def canary() -> CanaryAudit:
+    return CanaryAudit()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def app(settings: Settings) -> FastStreamAPI:
+async def app(settings: Settings, canary: CanaryAudit) -> FastStreamAPI:
     """The API app (routes and AMQP consumers) on a migrated database; not started."""
     await prepare_database(str(settings.database_url))
-    return create_app(settings)
+    application = create_app(settings)
+    attach_capture(canary)
+    return application
 
 
 @pytest.fixture(scope="session")
@@ -69,21 +87,25 @@ def fastapi_app(app: FastStreamAPI) -> FastAPI:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def api(
-    settings: Settings, app: FastStreamAPI
+    settings: Settings, app: FastStreamAPI, canary: CanaryAudit, artifacts_root: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API app with its consumers started, plus a running relay.
 
-    Yields an HTTP client bound to the app.
+    Yields an HTTP client bound to the app. At the end of the session the canary
+    audit must find the seeded secrets in no log line, response, message or artifact.
     """
     database = Database(str(settings.database_url), pool_size=3)
     relay_broker = build_broker(settings)
     async with lifespan(app):
+        await canary.start_tap(str(settings.rabbitmq_url), EXCHANGE.name)
         await relay_broker.connect()
         relay = Relay(settings, database, relay_broker)
         relay_task = asyncio.create_task(relay.serve())
         try:
             async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://api"
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://api",
+                event_hooks={"response": [canary.record_response]},
             ) as client:
                 yield client
         finally:
@@ -92,6 +114,33 @@ async def api(
                 await asyncio.wait_for(relay_task, 10)
             await relay_broker.stop()
             await database.dispose()
+            await canary.stop_tap()
+    assert canary.logs, "the canary audit captured no log line: is its sink attached?"
+    leaks = canary.leaks(artifacts_root)
+    assert not leaks, "canary secrets leaked:\n" + "\n".join(leaks[:20])
+
+
+@pytest.fixture(scope="session")
+def token_settings(settings: Settings) -> Settings:
+    """The same database, broker and keys, with AUTH_MODE=token."""
+    return settings.model_copy(update={"auth_mode": AuthMode.TOKEN})
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def token_api(
+    token_settings: Settings, api: httpx.AsyncClient, canary: CanaryAudit
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A second app in token mode, HTTP only: its consumers are not started (the
+    session app's consumers and relay carry its runs)."""
+    del api  # the session app first: it migrated the database
+    application = create_app(token_settings)
+    attach_capture(canary)  # create_app reconfigured logging
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://token-api",
+        event_hooks={"response": [canary.record_response]},
+    ) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

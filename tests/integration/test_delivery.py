@@ -270,7 +270,7 @@ async def test_unroutable_command_stays_in_the_outbox(database: Database) -> Non
         session.add(
             OutboxRow(
                 id=lost,
-                routing_key="cmd.no_such_stage",
+                routing_key="unrouted.no_such_stage",
                 payload={"x": 1},
                 mandatory=True,
             )

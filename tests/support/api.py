@@ -28,12 +28,13 @@ async def wait_for(
     statuses: frozenset[str] = TERMINAL,
     timeout: float = 20.0,  # noqa: ASYNC109 - expiry is an AssertionError
     where: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Poll the run until its status is in `statuses` (and `where(run)`, if given)."""
     deadline = time.monotonic() + timeout
     run: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        response = await client.get(f"{RUNS}/{run_id}")
+        response = await client.get(f"{RUNS}/{run_id}", headers=headers)
         assert response.status_code == 200, response.text
         run = response.json()
         if run["status"] in statuses and (where is None or where(run)):
