@@ -203,16 +203,7 @@ async def _apply_summary(
     elif isinstance(summary, PreflightSummary):
         run.codex_preflight_status = "passed"
         run.codex_preflight_message = summary.codex_preflight_message
-        session.add(
-            CredentialAudit(
-                id=uuid4(),
-                run_id=run.id,
-                attempt=run.attempt,
-                codex_status=summary.codex_status,
-                github_status=summary.github_status,
-                notes=summary.notes,
-            )
-        )
+        _audit(session, run, summary.codex_status, summary.github_status, summary.notes)
     elif isinstance(summary, CodexSummary):
         run.codex_task_id = summary.codex_task_id
         run.codex_patch_path = summary.patch.path
@@ -237,17 +228,34 @@ async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
         run.codex_preflight_message = event.error.message
         audit = event.summary
         if "codex_status" in audit or "github_status" in audit:
-            session.add(
-                CredentialAudit(
-                    id=uuid4(),
-                    run_id=run.id,
-                    attempt=run.attempt,
-                    codex_status=str(audit.get("codex_status", "unknown")),
-                    github_status=str(audit.get("github_status", "unknown")),
-                    notes=event.error.message,
-                )
+            findings = str(audit.get("notes") or event.error.message)
+            codex = str(audit.get("codex_status", "unknown"))
+            _audit(
+                session,
+                run,
+                codex,
+                str(audit.get("github_status", "unknown")),
+                findings,
             )
     return outcome
+
+
+def _audit(
+    session: AsyncSession, run: Run, codex: str, github: str, findings: str | None
+) -> None:
+    """One audit row per attempt: statuses as the stage reported them; the notes are
+    the operator's notes for this attempt, then the stage's findings."""
+    notes = "\n".join(part for part in (run.notes, findings) if part) or None
+    session.add(
+        CredentialAudit(
+            id=uuid4(),
+            run_id=run.id,
+            attempt=run.attempt,
+            codex_status=codex[:32],
+            github_status=github[:32],
+            notes=notes,
+        )
+    )
 
 
 async def _fail(

@@ -261,3 +261,35 @@ async def test_retry_while_another_run_of_the_feature_is_active_is_a_409(
     assert (await api.get(f"{RUNS}/{first['id']}")).json()["attempt"] == 1
     stages.release(second["id"])
     await wait_for(api, second["id"])
+
+
+async def test_credential_audits_keep_one_entry_per_attempt(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
+    key = feature()
+    stages.script(
+        key,
+        fail_at=TaskName.CODEX_PREFLIGHT,
+        fail_code="codex_login_missing",
+        fail_summary={
+            "codex_status": "missing",
+            "github_status": "valid",
+            "notes": "codex_auth_1 has no login",
+        },
+    )
+    failed = await wait_for(api, (await create_run(api, key, notes="first try"))["id"])
+    assert failed["credentialAudit"]["codexStatus"] == "missing"
+    assert failed["credentialAudit"]["notes"] == "first try\ncodex_auth_1 has no login"
+
+    await api.post(f"{RUNS}/{failed['id']}/retry", json={"notes": "logged in now"})
+    run = await wait_for(api, failed["id"])
+
+    assert run["status"] == "succeeded"
+    history = [
+        (a["attempt"], a["codexStatus"], a["notes"]) for a in run["credentialAudits"]
+    ]
+    assert history == [
+        (1, "missing", "first try\ncodex_auth_1 has no login"),
+        (2, "logged_in", "logged in now\nscripted"),
+    ]
+    assert run["credentialAudit"]["attempt"] == 2

@@ -52,6 +52,7 @@ class Script:
     fail_at: TaskName | None = None
     fail_attempts: frozenset[int] = frozenset({1})
     fail_code: str = "stage_failed"
+    fail_summary: dict[str, Any] = field(default_factory=dict)
     no_work: bool = False
     hold: frozenset[TaskName] = frozenset()
     crash_at: TaskName | None = None
@@ -151,6 +152,7 @@ class StageHarness:
             outcome: Message = cmd.reply(
                 TaskFailed,
                 error=TaskError(code=script.fail_code, message="scripted failure"),
+                summary=script.fail_summary,
             )
         else:
             outcome = cmd.reply(
