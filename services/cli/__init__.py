@@ -1,18 +1,18 @@
-"""`spec-workflow`: local launcher, database and broker set-up, demo."""
+"""`spec-workflow`: local launcher, database and broker set-up, demo, accounts."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import httpx
 import typer
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
 from services.cli import demo as demo_run
 from services.cli import launcher
+from services.cli.accounts import secrets_app, tokens_app, users_app
 from services.cli.broker import amqp_target, management_client, setup_broker
+from services.cli.common import read_settings
 from services.cli.settings import BrokerSettings, DatabaseSettings, LauncherSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -20,15 +20,16 @@ db_app = typer.Typer(no_args_is_help=True, help="The Postgres database.")
 broker_app = typer.Typer(no_args_is_help=True, help="The RabbitMQ vhost and policy.")
 app.add_typer(db_app, name="db")
 app.add_typer(broker_app, name="broker")
-
-S = TypeVar("S", bound=BaseSettings)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(secrets_app, name="secrets")
 
 
 @app.command()
 def up() -> None:
     """Set up broker and database, start API, relay and workers, wait for /readyz."""
-    settings = _settings(LauncherSettings)
-    broker, database = _settings(BrokerSettings), _settings(DatabaseSettings)
+    settings = read_settings(LauncherSettings)
+    broker, database = read_settings(BrokerSettings), read_settings(DatabaseSettings)
     raise typer.Exit(
         launcher.up(settings, prepare=lambda: asyncio.run(_prepare(broker, database)))
     )
@@ -37,13 +38,13 @@ def up() -> None:
 @app.command()
 def down() -> None:
     """Stop what `up` started: SIGTERM, SIGKILL after LAUNCHER_STOP_TIMEOUT."""
-    raise typer.Exit(launcher.down(_settings(LauncherSettings)))
+    raise typer.Exit(launcher.down(read_settings(LauncherSettings)))
 
 
 @app.command()
 def status() -> None:
     """List the local processes and the API's readiness; exit 1 unless all run."""
-    raise typer.Exit(launcher.status(_settings(LauncherSettings)))
+    raise typer.Exit(launcher.status(read_settings(LauncherSettings)))
 
 
 @app.command()
@@ -55,31 +56,20 @@ def demo(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the end")] = 60.0,
 ) -> None:
     """Create a run on the running API and follow it to its end."""
-    base_url = _settings(LauncherSettings).base_url
+    base_url = read_settings(LauncherSettings).base_url
     raise typer.Exit(demo_run.run_demo(base_url, repository, feature_key, timeout))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create the DATABASE_URL database if missing and migrate it to head."""
-    asyncio.run(_db_upgrade(_settings(DatabaseSettings)))
+    asyncio.run(_db_upgrade(read_settings(DatabaseSettings)))
 
 
 @broker_app.command("setup")
 def broker_setup() -> None:
     """Create RABBITMQ_URL's vhost if missing, grant its user, apply the policy."""
-    asyncio.run(_broker_setup(_settings(BrokerSettings)))
-
-
-def _settings(kind: type[S]) -> S:
-    """Read settings, or exit 2 naming what is missing or wrong."""
-    try:
-        return kind()
-    except ValidationError as error:
-        for problem in error.errors():
-            name = ".".join(str(part) for part in problem["loc"])
-            typer.echo(f"{name}: {problem['msg']} (see .env.example)", err=True)
-        raise typer.Exit(2) from None
+    asyncio.run(_broker_setup(read_settings(BrokerSettings)))
 
 
 async def _prepare(broker: BrokerSettings, database: DatabaseSettings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AmqpDsn, Field, HttpUrl, PostgresDsn
+from pydantic import AmqpDsn, Field, HttpUrl, PostgresDsn, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _CONFIG = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
@@ -52,8 +52,34 @@ class BrokerSettings(BaseSettings):
 
 
 class DatabaseSettings(BaseSettings):
-    """`db upgrade`."""
+    """`db upgrade`, `users`."""
 
     model_config = _CONFIG
 
     database_url: PostgresDsn = Field(validation_alias="DATABASE_URL")
+
+
+class TokenSettings(DatabaseSettings):
+    """`tokens`."""
+
+    # lifetime of a new token unless --expires-in-days says; 0: never expires
+    token_default_ttl_days: int = Field(
+        90, ge=0, validation_alias="API_TOKEN_DEFAULT_TTL_DAYS"
+    )
+
+
+class SecretsSettings(DatabaseSettings):
+    """`secrets rotate`: the current key and the older ones still to be read."""
+
+    secrets_key: SecretStr | None = Field(None, validation_alias="SECRETS_KEY")
+    secrets_key_file: Path | None = Field(None, validation_alias="SECRETS_KEY_FILE")
+    # comma-separated
+    secrets_previous_keys: SecretStr | None = Field(
+        None, validation_alias="SECRETS_PREVIOUS_KEYS"
+    )
+
+    def previous_keys(self) -> list[str]:
+        raw = self.secrets_previous_keys
+        if raw is None:
+            return []
+        return [key.strip() for key in raw.get_secret_value().split(",") if key.strip()]

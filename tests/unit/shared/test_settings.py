@@ -10,7 +10,13 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from services.api.settings import Settings as ApiSettings
-from services.cli.settings import BrokerSettings, DatabaseSettings, LauncherSettings
+from services.cli.settings import (
+    BrokerSettings,
+    DatabaseSettings,
+    LauncherSettings,
+    SecretsSettings,
+    TokenSettings,
+)
 from services.codex_runner.settings import Settings as CodexSettings
 from services.preflight.settings import Settings as PreflightSettings
 from services.publisher.settings import Settings as PublisherSettings
@@ -26,6 +32,8 @@ SETTINGS: list[type[BaseSettings]] = [
     LauncherSettings,
     BrokerSettings,
     DatabaseSettings,
+    TokenSettings,
+    SecretsSettings,
 ]
 REQUIRED = {
     "RABBITMQ_URL": "amqp://u:p@127.0.0.1:5672/v",
