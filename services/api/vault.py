@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -32,14 +33,20 @@ def generate_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()
 
 
+KEY_TEXT = re.compile(r"[A-Za-z0-9_-]{43}=")
+
+
 def parse_key(text: str) -> bytes:
+    """A key as `generate_key` writes it: exactly 44 url-safe base64 characters."""
+    if not KEY_TEXT.fullmatch(text.strip()):
+        raise VaultError(
+            f"a secrets key must be url-safe base64 of {KEY_BYTES} bytes "
+            "(spec-workflow secrets generate-key)"
+        )
     try:
-        raw = base64.urlsafe_b64decode(text.strip().encode())
+        return base64.urlsafe_b64decode(text.strip().encode())
     except (binascii.Error, ValueError) as exc:
         raise VaultError("a secrets key must be url-safe base64") from exc
-    if len(raw) != KEY_BYTES:
-        raise VaultError(f"a secrets key must decode to {KEY_BYTES} bytes")
-    return raw
 
 
 def key_id(key: bytes) -> str:
