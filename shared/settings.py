@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, AmqpDsn, Field
+from pydantic import AliasChoices, AmqpDsn, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,3 +36,26 @@ class ServiceSettings(BaseSettings):
         Path("var/artifacts/spec_workflows"), validation_alias="ARTIFACTS_ROOT"
     )
     graceful_timeout: float = Field(20.0, gt=0, validation_alias="GRACEFUL_TIMEOUT")
+
+
+class WorkerSettings(ServiceSettings):
+    """What every stage worker adds: how to reach the API's internal endpoints."""
+
+    api_url: str = Field("http://127.0.0.1:8000", validation_alias="API_URL")
+    internal_api_token: SecretStr | None = Field(
+        None, validation_alias="INTERNAL_API_TOKEN"
+    )
+    dev_secrets_key_file: Path = Field(
+        Path("var/secrets.key"), validation_alias="DEV_SECRETS_KEY_FILE"
+    )
+
+    def service_token(self) -> str | None:
+        """INTERNAL_API_TOKEN, else the development token the API generated beside
+        DEV_SECRETS_KEY_FILE (disabled auth mode on one machine)."""
+        if self.internal_api_token is not None:
+            return self.internal_api_token.get_secret_value()
+        dev = self.dev_secrets_key_file.with_name("internal_api_token")
+        try:
+            return dev.read_text().strip() or None
+        except OSError:
+            return None

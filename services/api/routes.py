@@ -21,7 +21,6 @@ from services.api.errors import ArtifactNotFound
 from services.api.lifecycle import RunStatus
 from services.api.models import Artifact, CodexShardRow, Run, RunEvent
 from services.api.schemas import (
-    NAME_RE,
     ArtifactList,
     ArtifactOut,
     CredentialAuditOut,
@@ -37,6 +36,7 @@ from services.api.schemas import (
 )
 from services.api.settings import Settings
 from shared.messages import PublishMode
+from shared.names import NAME_RE
 from shared.routing import codex_queue_name, codex_volume_name
 
 router = APIRouter(

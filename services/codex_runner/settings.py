@@ -6,10 +6,10 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from shared.settings import ServiceSettings
+from shared.settings import WorkerSettings
 
 
-class Settings(ServiceSettings):
+class Settings(WorkerSettings):
     """Built once, in `main.py`.
 
     `prefetch` is ignored: a shard takes one job at a time.

@@ -5,8 +5,8 @@ GitHub settings arrive with the stage.
 
 from __future__ import annotations
 
-from shared.settings import ServiceSettings
+from shared.settings import WorkerSettings
 
 
-class Settings(ServiceSettings):
+class Settings(WorkerSettings):
     """Built once, in `main.py`."""

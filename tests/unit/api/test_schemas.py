@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.api.schemas import RunCreate, branch_name, repository_ref, spec_kit_name
+from services.api.schemas import RunCreate
+from shared.names import branch_name, repository_ref, spec_kit_name
 
 
 @pytest.mark.parametrize(

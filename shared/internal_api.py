@@ -1,0 +1,72 @@
+"""The workers' client for the API's internal endpoints (service token only).
+
+Provider keys are fetched just in time for one run and registered with the log
+redactor as they arrive; they never travel in AMQP messages.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import httpx
+
+from shared.redaction import register_secret
+
+
+class InternalApiError(Exception):
+    """The API gave no keys; `retryable` says whether trying later may help."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.code, self.retryable = code, retryable
+
+
+class InternalApi:
+    def __init__(
+        self, base_url: str, token: str | None, *, timeout: float = 10.0
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    async def secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]:
+        """The run's user's keys among `providers` (absent ones are simply missing)."""
+        if not self._token:
+            raise InternalApiError(
+                "internal_api_unconfigured",
+                "this worker has no INTERNAL_API_TOKEN to fetch the run's credentials",
+                retryable=False,
+            )
+        url = f"{self._base_url}/internal/runs/{run_id}/secrets"
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.post(
+                    url, json={"providers": providers}, headers=headers
+                )
+        except httpx.HTTPError as exc:
+            raise InternalApiError(
+                "internal_api_unreachable",
+                f"the API at {self._base_url} did not answer ({type(exc).__name__})",
+                retryable=True,
+            ) from None
+        if response.status_code == 401:
+            raise InternalApiError(
+                "internal_api_unauthorized",
+                "the API refused this worker's INTERNAL_API_TOKEN",
+                retryable=False,
+            )
+        if response.status_code == 404:
+            raise InternalApiError(
+                "run_not_found", f"the API knows no run {run_id}", retryable=False
+            )
+        if response.status_code != 200:
+            raise InternalApiError(
+                "internal_api_error",
+                f"the API answered {response.status_code} for the run's credentials",
+                retryable=response.status_code >= 500,
+            )
+        found: dict[str, str] = response.json().get("secrets", {})
+        for value in found.values():
+            register_secret(value)
+        return found
