@@ -10,9 +10,12 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 PYTEST := $(BIN)/pytest $(PYTEST_ARGS)
 MANAGEMENT_URL := http://127.0.0.1:15672
+# up (Podman's Docker API + the Codex test image), CMD with var/podman/env.sh's variables, then
+# down -- unless `make podman` had left the service running, which it then reuses and keeps
+PODMAN_RUN := bash .ci/podman-env.sh run
 
 .PHONY: help venv services up down status demo fmt lint test test-unit test-integration test-e2e check \
-	compose-up compose-down
+	podman podman-down compose-up compose-down
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -44,6 +47,12 @@ services: ## make sure local PostgreSQL and RabbitMQ (with its management API) a
 	@curl -sf -o /dev/null -u guest:guest $(MANAGEMENT_URL)/api/overview \
 		&& echo "PostgreSQL and RabbitMQ are up; management API at $(MANAGEMENT_URL)"
 
+podman: ## Podman's Docker API (var/podman) + the Codex test image; left up for quick loops
+	bash .ci/podman-env.sh up
+
+podman-down: ## stop the Podman API service that `make podman` started
+	bash .ci/podman-env.sh down
+
 up: $(STAMP) .env services ## start the API, relay and workers in the background (pids and logs under var/)
 	$(BIN)/spec-workflow up
 
@@ -69,14 +78,14 @@ lint: $(STAMP) ## ruff format --check, ruff check, mypy, import-linter
 test-unit: $(STAMP) ## unit tests only (no network)
 	$(PYTEST) tests/unit
 
-test-integration: $(STAMP) services ## integration tests (real PostgreSQL and RabbitMQ)
-	$(PYTEST) tests/integration
+test-integration: $(STAMP) services ## integration tests (real PostgreSQL, RabbitMQ, Podman)
+	$(PODMAN_RUN) $(PYTEST) tests/integration
 
 test-e2e: $(STAMP) services ## end-to-end tests (the services as real processes)
-	$(PYTEST) tests/e2e
+	$(PODMAN_RUN) $(PYTEST) tests/e2e
 
 test: $(STAMP) services ## the whole suite: unit, integration, e2e
-	$(PYTEST) tests
+	$(PODMAN_RUN) $(PYTEST) tests
 
 check: lint test ## lint, then the whole suite
 

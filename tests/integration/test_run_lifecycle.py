@@ -212,7 +212,7 @@ async def test_cancel_stops_the_stage_holding_the_run(
     )
     assert final["taskSummary"][-1]["taskName"] == TaskName.SUBMIT_CODEX_JOB
     assert final["taskSummary"][-1]["status"] == "cancelled"
-    cancel = next(c for c in stages.cancels if str(c.run_id) == run["id"])
+    cancel = await stages.wait_for_cancel(run["id"])  # delivered through the relay
     assert cancel.task is TaskName.SUBMIT_CODEX_JOB
     assert cancel.shard is not None
     assert cancel.shard.codex_shard_index == final["codexShardIndex"]

@@ -122,6 +122,16 @@ class StageHarness:
     def release(self, run_id: str) -> None:
         self.released.setdefault(run_id, asyncio.Event()).set()
 
+    async def wait_for_cancel(self, run_id: str, timeout: float = 10.0) -> CancelTask:  # noqa: ASYNC109 - expiry is an AssertionError
+        """The CancelTask the stages received for `run_id`, once it arrives."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            for cancel in self.cancels:
+                if str(cancel.run_id) == run_id:
+                    return cancel
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no CancelTask for run {run_id} within {timeout}s")
+
     def commands(self, feature_key: str, task: TaskName) -> list[Command]:
         return self.received[(feature_key, task)]
 
