@@ -6,6 +6,8 @@ redactor as they arrive; they never travel in AMQP messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
 from uuid import UUID
 
 import httpx
@@ -21,24 +23,36 @@ class InternalApiError(Exception):
         self.code, self.retryable = code, retryable
 
 
+class SecretSource(Protocol):
+    """Where a worker gets a run's provider keys (the API; a fake in tests)."""
+
+    async def secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]: ...
+
+
 class InternalApi:
     def __init__(
-        self, base_url: str, token: str | None, *, timeout: float = 10.0
+        self,
+        base_url: str,
+        token: Callable[[], str | None],
+        *,
+        timeout: float = 10.0,
     ) -> None:
+        """`token` is asked on every call: a token file may appear after start-up."""
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
 
     async def secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]:
         """The run's user's keys among `providers` (absent ones are simply missing)."""
-        if not self._token:
+        token = self._token()
+        if not token:
             raise InternalApiError(
                 "internal_api_unconfigured",
                 "this worker has no INTERNAL_API_TOKEN to fetch the run's credentials",
                 retryable=False,
             )
         url = f"{self._base_url}/internal/runs/{run_id}/secrets"
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {token}"}
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
                 response = await client.post(

@@ -138,6 +138,15 @@ class CodexPreflight(Command):
     base_sha: str
     shard: CodexShard
     spec_task: DiscoveredTask
+    publish_mode: PublishMode = PublishMode.PR
+    """Push rights are required unless the run only keeps the patch (`none`)."""
+
+
+class ProbeCodexVolume(Command):
+    """Re-probe a shard's Codex login now (`force_refresh` skips the cache)."""
+
+    shard: CodexShard
+    force_refresh: bool = True
 
 
 class SubmitCodexJob(Command):
@@ -262,3 +271,14 @@ class RunStatusChanged(Message):
     result: str | None = None
     error_code: str | None = None
     pr_url: str | None = None
+
+
+class CodexVolumeChecked(Message):
+    """A login probe's verdict on an auth volume, for the API's shard registry."""
+
+    shard: CodexShard
+    status: Literal["ready", "needs_auth", "error"]
+    state: str
+    exit_code: int | None = None
+    output: str = ""
+    checked_at: datetime

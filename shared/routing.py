@@ -11,9 +11,11 @@ from shared.messages import (
     ApplyAndPublish,
     CancelTask,
     CodexPreflight,
+    CodexVolumeChecked,
     DiscoverNextPhase,
     FinalizeRun,
     Message,
+    ProbeCodexVolume,
     RunStatusChanged,
     SubmitCodexJob,
     TaskCancelled,
@@ -43,6 +45,8 @@ class Route(StrEnum):
     TASK_SUCCEEDED = "evt.task.succeeded"
     TASK_FAILED = "evt.task.failed"
     TASK_CANCELLED = "evt.task.cancelled"
+    PROBE_CODEX_VOLUME = "cmd.probe_codex_volume"
+    CODEX_VOLUME_CHECKED = "evt.volume.checked"
 
 
 STAGE_ROUTES: dict[TaskName, Route] = {
@@ -94,6 +98,10 @@ def run_status_route(status: str) -> str:
 
 def route_of(message: Message) -> str:
     """The routing key a message is published under."""
+    if isinstance(message, ProbeCodexVolume):
+        return Route.PROBE_CODEX_VOLUME
+    if isinstance(message, CodexVolumeChecked):
+        return Route.CODEX_VOLUME_CHECKED
     if isinstance(message, SubmitCodexJob):
         return submit_codex_route(message.shard.codex_shard_index)
     if isinstance(message, CancelTask):

@@ -102,6 +102,7 @@ WORKER_QUEUES: tuple[RabbitQueue, ...] = (
     queue_for("preflight", Route.CODEX_PREFLIGHT),
     queue_for("preflight", Route.CANCEL_DISCOVER_NEXT_PHASE),
     queue_for("preflight", Route.CANCEL_CODEX_PREFLIGHT),
+    queue_for("preflight", Route.PROBE_CODEX_VOLUME),
     queue_for("publisher", Route.APPLY_AND_PUBLISH),
     queue_for("publisher", Route.CANCEL_APPLY_AND_PUBLISH),
 )
@@ -112,6 +113,7 @@ API_QUEUES: tuple[RabbitQueue, ...] = (
     queue_for("api", Route.TASK_SUCCEEDED),
     queue_for("api", Route.TASK_FAILED),
     queue_for("api", Route.TASK_CANCELLED),
+    queue_for("api", Route.CODEX_VOLUME_CHECKED),
 )
 
 

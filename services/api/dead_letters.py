@@ -9,9 +9,10 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.messages import CancelTask, Message, TaskError, TaskName
-from shared.routing import COMMAND_TYPES, EVENT_ROUTES, STAGE_ROUTES
+from shared.routing import COMMAND_TYPES, EVENT_ROUTES, STAGE_ROUTES, Route
 
 _EVENT_TYPES = {route.value: kind for kind, route in EVENT_ROUTES.items()}
+NOT_RUN_STEPS = {Route.PROBE_CODEX_VOLUME.value, Route.CODEX_VOLUME_CHECKED.value}
 _COMMAND_BY_ROUTE = {
     route.value: COMMAND_TYPES[task] for task, route in STAGE_ROUTES.items()
 }
@@ -72,6 +73,8 @@ def identify(dead: DeadLetter) -> tuple[Message, TaskError] | None:
     except (orjson.JSONDecodeError, ValidationError, TypeError, UnicodeEncodeError):
         return None
     reason, queue, routing_key = dead.reason, dead.queue, dead.routing_key
+    if routing_key in NOT_RUN_STEPS:
+        return None  # a probe request or a volume verdict: no run step to fail
     try:
         _full_type(routing_key).model_validate(data)
     except ValidationError as exc:

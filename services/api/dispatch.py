@@ -101,6 +101,8 @@ def build_command(run: Run, task: TaskName, attempt: int) -> Command:
         )
     kind = COMMAND_TYPES[task]
     extra: dict[str, Any] = {"shard": shard_of(run)}
+    if task is TaskName.CODEX_PREFLIGHT:
+        extra["publish_mode"] = PublishMode(run.publish_mode)
     if task is TaskName.SUBMIT_CODEX_JOB:
         extra |= {
             "notes": run.notes,

@@ -18,6 +18,7 @@ class RunError(Exception):
       + InvalidCursor
       + Unauthorized
       + CredentialNotFound
+      + ShardNotAssigned
     """
 
     code = "run_error"
@@ -92,3 +93,9 @@ class CredentialNotFound(RunError):
     """The caller has no key stored for this provider."""
 
     code = "credential_not_found"
+
+
+class ShardNotAssigned(RunError):
+    """The run has no Codex shard yet (discovery has not finished)."""
+
+    code = "shard_not_assigned"

@@ -14,11 +14,12 @@ from faststream.rabbit import RabbitRouter
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import dead_letters, manifest, outbox, transitions
+from services.api import dead_letters, manifest, outbox, shards, transitions
 from services.api.db import SessionDep, retry_while_unavailable
 from services.api.deps import SettingsDep
 from services.api.settings import Settings
 from shared.messages import (
+    CodexVolumeChecked,
     FinalizeRun,
     Message,
     TaskCancelled,
@@ -172,6 +173,22 @@ async def on_dead_letter(dead: dead_letters.DeadLetter, session: SessionDep) -> 
     await _apply(session, dead_letters.inbox_copy(cause), fail)
 
 
+async def on_codex_volume_checked(
+    event: CodexVolumeChecked, session: SessionDep
+) -> None:
+    """The shard registry keeps each volume's newest probe verdict (no inbox needed:
+    the upsert is guarded by the probe time)."""
+
+    async def record() -> bool:
+        async with session.begin():
+            return await shards.record_volume(session, event)
+
+    if not await retry_while_unavailable(record):
+        logger.info(
+            "Older verdict for {volume} ignored", volume=event.shard.codex_volume
+        )
+
+
 def build_router() -> RabbitRouter:
     """A fresh router with every API subscriber; one per app (FastStreamAPI wraps)."""
     router = RabbitRouter()
@@ -188,4 +205,7 @@ def build_router() -> RabbitRouter:
     )
     router.subscriber(queue_for("api", Route.FINALIZE_RUN), EXCHANGE)(on_finalize_run)
     router.subscriber(DEAD_LETTERS, DLX, decoder=_decode_dead_letter)(on_dead_letter)
+    router.subscriber(queue_for("api", Route.CODEX_VOLUME_CHECKED), EXCHANGE)(
+        on_codex_volume_checked
+    )
     return router

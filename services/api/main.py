@@ -33,6 +33,7 @@ from services.api.errors import (
     RunNotCancellable,
     RunNotFound,
     RunNotRetryable,
+    ShardNotAssigned,
     Unauthorized,
 )
 from services.api.models import DEFAULT_USER_ID
@@ -53,6 +54,7 @@ HTTP_STATUS: dict[type[RunError], int] = {
     InvalidCursor: 422,
     Unauthorized: 401,
     CredentialNotFound: 404,
+    ShardNotAssigned: 409,
 }
 HTTP_CODES = {
     400: "bad_request",

@@ -278,6 +278,11 @@ class CodexShardRow(Base):
     hostname: Mapped[str | None] = mapped_column(String(255))
     registered_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    volume_status: Mapped[str | None] = mapped_column(String(16))
+    """ready | needs_auth | error, from the last Codex login probe."""
+    volume_state: Mapped[str | None] = mapped_column(String(32))
+    volume_message: Mapped[str | None] = mapped_column(Text)
+    volume_checked_at: Mapped[datetime | None]
 
 
 class OutboxRow(Base):

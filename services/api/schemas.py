@@ -176,10 +176,28 @@ class ShardOut(CamelModel):
     hostname: str | None = None
     registered_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    volume_status: str | None = None
+    """ready | needs_auth | error; None until the volume was probed."""
+    volume_state: str | None = None
+    volume_message: str | None = None
+    volume_checked_at: datetime | None = None
 
 
 class ShardList(CamelModel):
     items: list[ShardOut]
+
+
+class ProbeRequest(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
+
+    force_refresh: bool = True
+
+
+class ProbeAccepted(CamelModel):
+    run_id: UUID
+    codex_volume: str
+    codex_shard_index: int
+    force_refresh: bool
 
 
 class ErrorBody(BaseModel):

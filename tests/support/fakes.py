@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
 from loguru import logger
 
+from services.preflight.probe import ProbeResult
 from shared.metrics import Tag, tag_values, timed_block
 
 if TYPE_CHECKING:
@@ -88,3 +90,39 @@ class CapturedLogs:
     def matching(self, fragment: str) -> list[Record]:
         """Records whose message contains `fragment`."""
         return [record for record in self.records if fragment in record["message"]]
+
+
+class FakeSecrets:
+    """A run's keys as the API's internal endpoint would return them."""
+
+    def __init__(
+        self, keys: dict[str, str] | None = None, error: Exception | None = None
+    ):
+        self.keys = dict(keys or {})
+        self.error = error
+        self.asked: list[tuple[str, list[str]]] = []
+
+    async def secrets(self, run_id: object, providers: list[str]) -> dict[str, str]:
+        self.asked.append((str(run_id), list(providers)))
+        if self.error is not None:
+            raise self.error
+        return {p: v for p, v in self.keys.items() if p in providers}
+
+
+class FakeLoginProbe:
+    """Login probe verdicts by volume, counting how often each volume was probed."""
+
+    def __init__(self, states: dict[str, str], default: str = "logged_out") -> None:
+        self.states, self.default = states, default
+        self.calls: list[str] = []
+
+    async def probe(self, volume: str) -> ProbeResult:
+        self.calls.append(volume)
+        state = self.states.get(volume, self.default)
+        exit_code = 0 if state in ("api_key", "chatgpt") else 1
+        output = {
+            "api_key": "API key configured - sk-***",
+            "chatgpt": "Logged in using ChatGPT",
+            "logged_out": "Not logged in",
+        }.get(state, state)
+        return ProbeResult(state, exit_code, output, time.time())
