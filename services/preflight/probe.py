@@ -110,8 +110,15 @@ async def _read_file(container: Any, path: str) -> bytes | None:
 class DockerLoginProbe:
     """The probe through aiodocker, against DOCKER_HOST (Docker or Podman's API)."""
 
-    def __init__(self, docker_url: str | None, image: str, timeout: float) -> None:
+    def __init__(
+        self,
+        docker_url: str | None,
+        image: str,
+        timeout: float,
+        command: tuple[str, ...] = ("codex", "login", "status"),
+    ) -> None:
         self.docker_url, self.image, self.timeout = docker_url, image, timeout
+        self.command = command
 
     async def probe(self, volume: str) -> ProbeResult:
         try:
@@ -134,7 +141,7 @@ class DockerLoginProbe:
             raise
         config: dict[str, Any] = {
             "Image": self.image,
-            "Cmd": ["codex", "login", "status"],
+            "Cmd": list(self.command),
             "User": "1000:1000",
             "Env": ["HOME=/home/app", f"CODEX_HOME={CODEX_HOME}"],
             "Labels": {"moonmind.role": "codex-login-probe", "codex_volume": volume},
