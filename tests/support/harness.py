@@ -39,7 +39,7 @@ from shared.messages import (
     TaskStarted,
     TaskSucceeded,
 )
-from shared.routing import EVENT_ROUTES, Route
+from shared.routing import Route, route_of
 from shared.topology import EXCHANGE, codex_cancel_queue, codex_queue, queue_for
 
 BASE_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -140,7 +140,7 @@ class StageHarness:
         await self.broker.publish(
             event,
             exchange=EXCHANGE,
-            routing_key=EVENT_ROUTES[type(event)],
+            routing_key=route_of(event),
             persist=True,
         )
 
