@@ -1,63 +1,34 @@
 """The whole local stack as real processes (`spec-workflow up`).
 
-It runs on its own database and vhost.
+It runs on its own database and vhost, against a local git smart-HTTP server and a
+GitHub-compatible API (seeded with `acme/shop`), and containers through the Docker API
+in DOCKER_HOST (Podman under `make test`) with logged-in Codex auth volumes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
+import aiodocker
 import pytest
 import pytest_asyncio
+from aiodocker.exceptions import DockerError
 
+from tests.support.containers import (
+    TEST_LABEL,
+    container_engine,
+    create_volume,
+    delete_volume,
+    write_auth_json,
+)
+from tests.support.github import FakeGitHub
+from tests.support.gitserver import GitSmartHTTPServer
 from tests.support.infra import provision
-
-CLI = str(Path(sys.executable).with_name("spec-workflow"))
-SHARDS = 2
-
-
-@dataclass(frozen=True)
-class Stack:
-    base_url: str
-    var_dir: Path
-    artifacts_root: Path
-    env: dict[str, str]
-    statsd: socket.socket
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, *args],
-            env=self.env,
-            cwd=self.var_dir.parent,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def datagrams(self) -> list[str]:
-        lines: list[str] = []
-        while True:
-            try:
-                lines.extend(self.statsd.recv(65535).decode().splitlines())
-            except BlockingIOError:
-                return lines
-
-    def log(self, name: str) -> str:
-        return (self.var_dir / "log" / f"{name}.log").read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.specrepo import SeededRepo, seed_spec_repo
+from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack, free_port
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +40,56 @@ def statsd() -> Iterator[socket.socket]:
     listener.close()
 
 
+@pytest.fixture(scope="session")
+def forge() -> Iterator[tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo]]:
+    """A git host and GitHub API with `acme/shop` and a token that may push to it."""
+    with GitSmartHTTPServer() as git, FakeGitHub(git=git) as github:
+        repo = seed_spec_repo(git, "acme/shop")
+        github.add_user("octo", GITHUB_TOKEN)
+        github.add_repo("acme/shop")
+        github.grant("octo", "acme/shop", "write")
+        yield git, github, repo
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def auth_volumes() -> AsyncIterator[str]:
+    """codex_auth_<n> logged in with an API key.
+
+    Refuses to touch a volume of that name that a test did not make.
+    """
+    engine = await container_engine()
+    docker = aiodocker.Docker(url=engine.url)
+    names = [f"codex_auth_{n}" for n in range(SHARDS)]
+    try:
+        for name in names:
+            try:
+                existing = await docker.volumes.get(name)  # type: ignore[no-untyped-call]
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                labels = (await existing.show()).get("Labels") or {}
+                assert TEST_LABEL in labels, f"{name} exists and is not a test volume"
+            await create_volume(docker, name)
+            auth = {"auth_mode": "apikey", "OPENAI_API_KEY": CODEX_KEY}
+            await write_auth_json(
+                docker, name, json.dumps(auth), image=engine.codex_image
+            )
+        yield engine.codex_image
+    finally:
+        for name in names:
+            await delete_volume(docker, name)
+        await docker.close()
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def stack(
-    tmp_path_factory: pytest.TempPathFactory, statsd: socket.socket
+    tmp_path_factory: pytest.TempPathFactory,
+    statsd: socket.socket,
+    forge: tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo],
+    auth_volumes: str,
 ) -> AsyncIterator[Stack]:
+    git, github, repo = forge
     home = tmp_path_factory.mktemp("stack")
     async with provision() as infra:
         port = free_port()
@@ -83,9 +100,15 @@ async def stack(
             "RABBITMQ_MANAGEMENT_URL": infra.management_url,
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
+            "API_URL": f"http://127.0.0.1:{port}",
             "VAR_DIR": str(home / "var"),
             "ARTIFACTS_ROOT": str(home / "artifacts"),
+            "WORKSPACES_ROOT": str(home / "work"),
             "CODEX_SHARDS": str(SHARDS),
+            "CODEX_IMAGE": auth_volumes,
+            "GITHUB_GIT_URL": git.base_url,
+            "GITHUB_API_URL": github.url,
+            "GITHUB_TOKEN": GITHUB_TOKEN,
             "STATSD_HOST": "127.0.0.1",
             "STATSD_PORT": str(statsd.getsockname()[1]),
             "LOG_JSON": "true",
@@ -95,7 +118,14 @@ async def stack(
             "LAUNCHER_STOP_TIMEOUT": "15",
         }
         s = Stack(
-            f"http://127.0.0.1:{port}", home / "var", home / "artifacts", env, statsd
+            f"http://127.0.0.1:{port}",
+            home / "var",
+            home / "artifacts",
+            env,
+            statsd,
+            repo,
+            git,
+            github,
         )
         started = s.cli("up")
         assert started.returncode == 0, started.stdout + started.stderr

@@ -1,8 +1,9 @@
 """`make up` for real: five kinds of process over HTTP, RabbitMQ and Postgres.
 
-The stage workers are not implemented yet (issues 4-6) and must say so: a run fails at
-its first stage with `stage_not_implemented`, through the real outbox, relay, broker,
-worker and state machine.
+Discovery and pre-flight are real; the Codex runner and publisher are not built yet
+(issues 5-6) and must say so: a run fails at `submit_codex_job` with
+`stage_not_implemented`, through the real outbox, relay, broker, workers and state
+machine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.e2e.conftest import SHARDS, Stack
+from tests.support.specrepo import FEATURE_KEY, FIRST_OPEN_TASK
+from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack
 
 RUNS = "/api/workflows/speckit/runs"
 
@@ -58,39 +60,58 @@ async def test_stack_is_ready_and_reports_every_process(stack: Stack) -> None:
     assert {p.stem for p in (stack.var_dir / "run").glob("*.pid")} == names
 
 
-async def test_run_fails_honestly_at_the_unimplemented_stage_and_retries(
+async def test_run_passes_preflight_then_stops_honestly_at_codex_and_retries(
     stack: Stack,
 ) -> None:
+    """Discovery and pre-flight run for real (git over HTTP, the GitHub API, a Codex
+    login probe in a container); the Codex stage is not built yet and says so."""
     stack.datagrams()  # drop what earlier tests sent
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
         created = await client.post(
-            RUNS, json={"repository": "acme/shop", "featureKey": "042-checkout"}
+            RUNS, json={"repository": "acme/shop", "featureKey": FEATURE_KEY}
         )
         assert created.status_code == 202, created.text
         run_id = created.json()["id"]
         run = await wait_terminal(client, run_id, 1)
 
+        assert run["errorCode"] == "stage_not_implemented", run
         assert run["status"] == "failed"
-        assert run["errorCode"] == "stage_not_implemented"
-        assert run["currentTask"] == "discover_next_phase"
+        assert run["currentTask"] == "submit_codex_job"
+        assert run["baseSha"] == stack.repo.base_sha
+        assert run["codexPreflightStatus"] == "passed"
+        assert run["credentialAudit"]["codexStatus"] == "valid"
+        assert run["credentialAudit"]["githubStatus"] == "valid"
+        summary = {t["taskName"]: t["status"] for t in run["taskSummary"]}
+        assert summary == {
+            "discover_next_phase": "succeeded",
+            "codex_preflight": "succeeded",
+            "submit_codex_job": "failed",
+        }
+        discovered = run["tasks"][0]["summary"]["discovered"]
+        assert discovered["task_id"] == FIRST_OPEN_TASK
+        assert {a["path"] for a in run["artifacts"]} == {
+            "discovery.json",
+            "preflight.json",
+        }
+        fetches = len(stack.git.requests)
+
         retried = await client.post(f"{RUNS}/{run_id}/retry")
         assert retried.status_code == 202
         again = await wait_terminal(client, run_id, 2)
         assert again["errorCode"] == "stage_not_implemented"
-        assert [(t["taskName"], t["attempt"], t["status"]) for t in again["tasks"]] == [
-            ("discover_next_phase", 1, "failed"),
-            ("discover_next_phase", 2, "failed"),
-        ]
-        cancel = await client.post(f"{RUNS}/{run_id}/cancel")
-        assert cancel.status_code == 409
-        events = (await client.get(f"{RUNS}/{run_id}/events")).json()["items"]
-        assert [e["kind"] for e in events].count("task_failed") == 2
+        attempts = [(t["taskName"], t["attempt"]) for t in again["tasks"]]
+        assert attempts[-1] == ("submit_codex_job", 2)  # resumed at the failed stage
+        assert len(stack.git.requests) == fetches  # discovery was not repeated
+        shards = (await client.get("/api/workflows/speckit/codex/shards")).json()
+        volume = next(
+            s for s in shards["items"] if s["shardIndex"] == run["codexShardIndex"]
+        )
+        assert volume["volumeStatus"] == "ready"
 
-    lines = [
-        orjson.loads(line)
-        for line in stack.log("preflight").splitlines()
-        if line.startswith("{")
-    ]
+    preflight_log = stack.log("preflight")
+    assert GITHUB_TOKEN not in preflight_log
+    assert CODEX_KEY not in preflight_log
+    lines = [orjson.loads(x) for x in preflight_log.splitlines() if x.startswith("{")]
     messages = [
         line["record"]["message"]
         for line in lines
@@ -105,30 +126,32 @@ async def test_run_fails_honestly_at_the_unimplemented_stage_and_retries(
     ), messages
     assert any(
         m.startswith(
-            f"Spec workflow task discover_next_phase failed for run {run_id}"
-            " (attempt 2)"
+            f"Spec workflow task codex_preflight succeeded for run {run_id} (attempt 1)"
         )
         for m in messages
     ), messages
+    assert "Codex pre-flight check passed" in messages
     await asyncio.sleep(0.2)
     wire = stack.datagrams()
+    prefix = "moonmind.spec_workflow"
     assert (
-        "moonmind.spec_workflow.task_start:1|c|#task:discover_next_phase,attempt:1,status:running,retry:false"
-        in wire
-    )
+        f"{prefix}.task_start:1|c|#task:discover_next_phase,attempt:1,"
+        "status:running,retry:false"
+    ) in wire
     assert (
-        "moonmind.spec_workflow.task_start:1|c|#task:discover_next_phase,attempt:2,status:running,retry:true"
-        in wire
-    )
+        f"{prefix}.task_start:1|c|#task:submit_codex_job,attempt:2,"
+        "status:running,retry:true"
+    ) in wire
     assert any(
-        w.startswith(
-            "moonmind.spec_workflow.task_failure:1|c|#task:discover_next_phase,attempt:2"
-        )
+        w.startswith(f"{prefix}.task_success:1|c|#task:codex_preflight,attempt:1")
         for w in wire
     )
     assert any(
-        w.startswith("moonmind.spec_workflow.task_duration:") and "status:failure" in w
+        w.startswith(f"{prefix}.task_failure:1|c|#task:submit_codex_job,attempt:2")
         for w in wire
+    )
+    assert any(
+        w.startswith(f"{prefix}.task_duration:") and "status:failure" in w for w in wire
     )
 
 
