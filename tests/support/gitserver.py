@@ -392,26 +392,25 @@ class _GitHandler(BaseHTTPRequestHandler):
             chunked="chunked" in self.headers.get("Transfer-Encoding", "").lower(),
             git_protocol=self.headers.get("Git-Protocol"),
         )
+        # Recorded before the answer goes out: the client may look as soon as it has it.
         fault = app._take_fault()
         if fault is not None:
-            self._plain(fault, "Service unavailable (injected)\n")
             app._record(replace(seen, status=fault))
+            self._plain(fault, "Service unavailable (injected)\n")
             return
         if match is None:
-            self._plain(404, "Not Found\n")
             app._record(replace(seen, status=404))
+            self._plain(404, "Not Found\n")
             return
         full_name = f"{match[1]}/{match[2]}"
         push = service == "git-receive-pack"
         status, label, grant = app._authorize(token, full_name, push)
+        seen = replace(seen, authenticated=label is not None, token_label=label)
         if status != 200 or grant is None:
+            app._record(replace(seen, status=status))
             self._deny(status, full_name, label)
         else:
-            status = self._run_backend(app, path, url.query, label or "", grant)
-        authenticated = label is not None
-        app._record(
-            replace(seen, authenticated=authenticated, token_label=label, status=status)
-        )
+            self._run_backend(app, path, url.query, grant, seen)
 
     @staticmethod
     def _service(path: str, query: str) -> str | None:
@@ -442,8 +441,13 @@ class _GitHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _run_backend(
-        self, app: GitSmartHTTPServer, path: str, query: str, user: str, grant: _Grant
-    ) -> int:
+        self,
+        app: GitSmartHTTPServer,
+        path: str,
+        query: str,
+        grant: _Grant,
+        seen: GitRequest,
+    ) -> None:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(app.root),
@@ -457,7 +461,7 @@ class _GitHandler(BaseHTTPRequestHandler):
             "PATH_INFO": path,
             "QUERY_STRING": query,
             "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "REMOTE_USER": user,
+            "REMOTE_USER": seen.token_label or "",
             "REMOTE_ADDR": self.client_address[0],
             "FAKE_GIT_WORKFLOW_SCOPE": "1" if grant.workflow else "0",
         }
@@ -487,6 +491,7 @@ class _GitHandler(BaseHTTPRequestHandler):
         drainer.start()
         try:
             status, headers = self._cgi_headers(proc.stdout)
+            app._record(replace(seen, status=status))
             self.send_response(status)
             for name, value in headers:
                 self.send_header(name, value)
@@ -498,7 +503,6 @@ class _GitHandler(BaseHTTPRequestHandler):
             feeder.join()
             drainer.join()
             proc.stderr.close()
-        return status
 
     def _body(self) -> Iterator[bytes]:
         """The request body as sent (still gzip if it was), de-chunked if chunked."""
