@@ -254,15 +254,16 @@ async def run_preflight(cmd: CodexPreflight, deps: Deps) -> Outcome:
         return Outcome(error=_fail(exc.code, str(exc), retryable=exc.retryable))
     volume = cmd.shard.codex_volume
     result, cached = await deps.probes.get(volume)
-    verdict = "passed" if result.logged_in else "failed"
-    logger.bind(
-        codex_volume=volume, codex_queue=cmd.shard.codex_queue,
-        codex_shard_index=cmd.shard.codex_shard_index, exit_code=result.exit_code,
-        output=result.output, cached=cached,
-    ).info("Codex pre-flight check {}", verdict)  # fmt: skip
     codex, codex_error, codex_note = codex_status(
         result, "openai" in keys, volume, deps.codex_image
     )
+    # API-key mode passes a volume that is not logged in: verdict follows status.
+    verdict = "passed" if codex_error is None else "failed"
+    logger.bind(
+        codex_volume=volume, codex_queue=cmd.shard.codex_queue,
+        codex_shard_index=cmd.shard.codex_shard_index, exit_code=result.exit_code,
+        output=result.output, cached=cached, codex_mode=codex_note,
+    ).info("Codex pre-flight check {}", verdict)  # fmt: skip
     github, github_error, github_notes = await _check_remote(
         cmd, deps, keys.get("github")
     )
