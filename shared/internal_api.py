@@ -6,6 +6,7 @@ redactor as they arrive; they never travel in AMQP messages.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 from uuid import UUID
@@ -84,3 +85,48 @@ class InternalApi:
         for value in found.values():
             register_secret(value)
         return found
+
+
+class ShardRegistry:
+    """A Codex runner's claim on a shard and its heartbeats (internal API)."""
+
+    def __init__(self, base_url: str, token: Callable[[], str | None]) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token() or ''}"}
+
+    def claim(self, hostname: str, *, wait: float = 60.0) -> int:
+        """Blocking, for start-up: the lowest free shard (waits for the API)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                response = httpx.post(
+                    f"{self._base_url}/internal/shards/claim",
+                    json={"hostname": hostname},
+                    headers=self._headers(),
+                    timeout=10.0,
+                )
+            except httpx.HTTPError as exc:
+                problem = f"API unreachable ({type(exc).__name__})"
+            else:
+                if response.status_code == 200:
+                    return int(response.json()["shardIndex"])
+                problem = f"API answered {response.status_code}: {response.text[:200]}"
+                if response.status_code in (401, 409, 422):
+                    raise InternalApiError(
+                        "shard_claim_refused", problem, retryable=False
+                    )
+            if time.monotonic() > deadline:
+                raise InternalApiError("shard_claim_failed", problem, retryable=True)
+            time.sleep(1.0)
+
+    async def heartbeat(self, index: int, hostname: str) -> None:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.post(
+                f"{self._base_url}/internal/shards/{index}/heartbeat",
+                json={"hostname": hostname},
+                headers=self._headers(),
+            )
+        response.raise_for_status()

@@ -1,21 +1,17 @@
-"""HTTP routes for the caller's provider keys (`/api/me/credentials`) and the
-workers' internal secrets endpoint (`/internal`, service token only)."""
+"""HTTP routes for the caller's provider keys (`/api/me/credentials`)."""
 
 from __future__ import annotations
-
-from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response
 from loguru import logger
 
-from services.api import credentials, runs
+from services.api import credentials
 from services.api.credentials import Provider
 from services.api.db import SessionDep
 from services.api.deps import (
     KeyringDep,
     PrincipalDep,
     get_principal,
-    require_service_token,
 )
 from services.api.errors import CredentialNotFound
 from services.api.models import ProviderSecret
@@ -23,12 +19,9 @@ from services.api.schemas import (
     CredentialIn,
     CredentialList,
     CredentialOut,
-    SecretsOut,
-    SecretsRequest,
 )
 
 me = APIRouter(prefix="/api/me/credentials", dependencies=[Depends(get_principal)])
-internal = APIRouter(prefix="/internal", dependencies=[Depends(require_service_token)])
 
 
 def out(row: ProviderSecret) -> CredentialOut:
@@ -88,31 +81,3 @@ async def delete_credential(
     if not removed:
         raise CredentialNotFound(f"no {provider} key is stored")
     return Response(status_code=204)
-
-
-@internal.post("/runs/{run_id}/secrets")
-async def run_secrets(
-    run_id: UUID, body: SecretsRequest, session: SessionDep, keyring: KeyringDep
-) -> SecretsOut:
-    """The keys of the run's user, for a worker about to use them.
-
-    Nothing else ever reads a key back.
-    """
-    wanted = list(dict.fromkeys(body.providers))
-    async with session.begin():
-        run = await runs.get_run(
-            session, run_id, owner=None, tasks=False, artifacts=False, audits=False
-        )
-        found = await credentials.reveal(session, keyring, run.created_by, wanted)
-    logger.info(
-        "Released {n} of {m} requested keys of run {run}",
-        n=len(found),
-        m=len(wanted),
-        run=str(run_id),
-    )
-    return SecretsOut(
-        run_id=run_id,
-        user_id=run.created_by,
-        secrets=found,
-        missing=[p for p in wanted if p not in found],
-    )

@@ -19,6 +19,7 @@ class RunError(Exception):
       + Unauthorized
       + CredentialNotFound
       + ShardNotAssigned
+      + NoFreeShard
     """
 
     code = "run_error"
@@ -99,3 +100,9 @@ class ShardNotAssigned(RunError):
     """The run has no Codex shard yet (discovery has not finished)."""
 
     code = "shard_not_assigned"
+
+
+class NoFreeShard(RunError):
+    """Every Codex shard is served by a live runner (or the index is out of range)."""
+
+    code = "no_free_shard"

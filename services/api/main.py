@@ -22,13 +22,22 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import accounts, credential_routes, credentials, db, events, routes
+from services.api import (
+    accounts,
+    credential_routes,
+    credentials,
+    db,
+    events,
+    internal_routes,
+    routes,
+)
 from services.api.errors import (
     ActiveRunExists,
     ArtifactNotFound,
     CredentialNotFound,
     IdempotencyKeyReused,
     InvalidCursor,
+    NoFreeShard,
     RunError,
     RunNotCancellable,
     RunNotFound,
@@ -55,6 +64,7 @@ HTTP_STATUS: dict[type[RunError], int] = {
     Unauthorized: 401,
     CredentialNotFound: 404,
     ShardNotAssigned: 409,
+    NoFreeShard: 409,
 }
 HTTP_CODES = {
     400: "bad_request",
@@ -260,7 +270,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.internal_token = internal_token
     api.include_router(routes.router)
     api.include_router(credential_routes.me)
-    api.include_router(credential_routes.internal)
+    api.include_router(internal_routes.internal)
     _install_error_handlers(api)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 

@@ -247,3 +247,15 @@ class SecretsOut(CamelModel):
     user_id: UUID
     secrets: dict[str, str]
     missing: list[str]
+
+
+class ShardClaim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class ShardClaimed(CamelModel):
+    shard_index: int
+    queue: str
+    volume: str

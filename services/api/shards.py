@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import or_
+from sqlalchemy import or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +15,7 @@ from services.api.errors import RunNotFound, ShardNotAssigned
 from services.api.models import CodexShardRow, Run
 from services.api.runs import lock_run
 from shared.messages import CodexVolumeChecked, ProbeCodexVolume, TaskName, new_message
+from shared.routing import codex_queue_name, codex_volume_name
 
 
 async def record_volume(session: AsyncSession, event: CodexVolumeChecked) -> bool:
@@ -65,3 +67,44 @@ async def request_probe(
     )
     await outbox.enqueue(session, command)
     return run
+
+
+STALE_AFTER = timedelta(seconds=90)
+
+
+async def heartbeat(session: AsyncSession, index: int, hostname: str) -> CodexShardRow:
+    """A runner serving shard `index` says it is alive (registering on first call)."""
+    now = datetime.now(UTC)
+    row = await session.get(CodexShardRow, index, with_for_update=True)
+    if row is None:
+        row = CodexShardRow(
+            shard_index=index,
+            queue_name=codex_queue_name(index),
+            volume_name=codex_volume_name(index),
+        )
+        session.add(row)
+    if row.hostname != hostname or row.registered_at is None:
+        row.hostname, row.registered_at = hostname, now
+    row.heartbeat_at = now
+    await session.flush()
+    return row
+
+
+async def claim(session: AsyncSession, shards: int, hostname: str) -> int | None:
+    """The lowest shard no live runner serves, registered to `hostname`.
+
+    None when all are taken. Serialised by a transaction-level advisory lock.
+    """
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('codex_shards'))")
+    )
+    found = (await session.scalars(select(CodexShardRow))).all()
+    rows = {row.shard_index: row for row in found}
+    now = datetime.now(UTC)
+    for index in range(shards):
+        row = rows.get(index)
+        live = bool(row and row.heartbeat_at and now - row.heartbeat_at < STALE_AFTER)
+        if not live:
+            await heartbeat(session, index, hostname)
+            return index
+    return None

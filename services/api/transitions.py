@@ -136,7 +136,12 @@ async def record_heartbeat(session: AsyncSession, event: TaskHeartbeat) -> Outco
         .returning(TaskState.id)
         .execution_options(synchronize_session=False)
     )
-    return APPLIED if result.first() is not None else Outcome(False, "task_not_running")
+    if result.first() is None:
+        return Outcome(False, "task_not_running")
+    if event.progress:  # the stage's own summary of what it did so far
+        timeline(session, run, "task_progress", task=event.task, attempt=run.attempt,
+                 **event.progress)  # fmt: skip
+    return APPLIED
 
 
 async def record_succeeded(

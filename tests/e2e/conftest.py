@@ -27,6 +27,7 @@ from tests.support.containers import (
 from tests.support.github import FakeGitHub
 from tests.support.gitserver import GitSmartHTTPServer
 from tests.support.infra import provision
+from tests.support.model import ScriptedModel, patch, say
 from tests.support.specrepo import SeededRepo, seed_spec_repo
 from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack, free_port
 
@@ -38,6 +39,26 @@ def statsd() -> Iterator[socket.socket]:
     listener.setblocking(False)
     yield listener
     listener.close()
+
+
+CART = """*** Begin Patch
+*** Add File: src/checkout/models.py
++class Order:
++    \"\"\"An order.\"\"\"
+*** Update File: specs/042-checkout/tasks.md
+@@
+-- [ ] T003 Create Order and Payment models in src/checkout/models.py
++- [X] T003 Create Order and Payment models in src/checkout/models.py
+*** End Patch
+"""
+
+
+@pytest.fixture(scope="session")
+def model() -> Iterator[ScriptedModel]:
+    """The model Codex talks to: one patch, then a final message."""
+    steps = [[patch("c1", CART)], [say("Added the cart model and checked T003.")]]
+    with ScriptedModel(steps, api_key=CODEX_KEY) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +109,7 @@ async def stack(
     statsd: socket.socket,
     forge: tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo],
     auth_volumes: str,
+    model: ScriptedModel,
 ) -> AsyncIterator[Stack]:
     git, github, repo = forge
     home = tmp_path_factory.mktemp("stack")
@@ -106,6 +128,21 @@ async def stack(
             "WORKSPACES_ROOT": str(home / "work"),
             "CODEX_SHARDS": str(SHARDS),
             "CODEX_IMAGE": auth_volumes,
+            # Codex reaches the scripted model on the host loopback, authenticated
+            # with the key logged into the shard's volume.
+            "CODEX_NETWORK_MODE": "host",
+            "CODEX_PROVIDER": json.dumps(
+                {
+                    "id": "scripted",
+                    "name": "Scripted",
+                    "base_url": model.base_url,
+                    "wire_api": "responses",
+                    "requires_openai_auth": True,
+                }
+            ),
+            "CODEX_TIMEOUT": "120",
+            "CODEX_IDLE_TIMEOUT": "60",
+            "HEARTBEAT_INTERVAL": "2",
             "GITHUB_GIT_URL": git.base_url,
             "GITHUB_API_URL": github.url,
             "GITHUB_TOKEN": GITHUB_TOKEN,
@@ -126,6 +163,7 @@ async def stack(
             repo,
             git,
             github,
+            model,
         )
         started = s.cli("up")
         assert started.returncode == 0, started.stdout + started.stderr

@@ -1,7 +1,7 @@
 """`make up` for real: five kinds of process over HTTP, RabbitMQ and Postgres.
 
-Discovery and pre-flight are real; the Codex runner and publisher are not built yet
-(issues 5-6) and must say so: a run fails at `submit_codex_job` with
+Discovery, pre-flight and the Codex runner are real; the publisher is not built yet
+(issue 6) and must say so: a run fails at `apply_and_publish` with
 `stage_not_implemented`, through the real outbox, relay, broker, workers and state
 machine.
 """
@@ -60,11 +60,12 @@ async def test_stack_is_ready_and_reports_every_process(stack: Stack) -> None:
     assert {p.stem for p in (stack.var_dir / "run").glob("*.pid")} == names
 
 
-async def test_run_passes_preflight_then_stops_honestly_at_codex_and_retries(
+async def test_run_reaches_the_unbuilt_publisher_with_a_real_patch_and_retries(
     stack: Stack,
 ) -> None:
-    """Discovery and pre-flight run for real (git over HTTP, the GitHub API, a Codex
-    login probe in a container); the Codex stage is not built yet and says so."""
+    """Discovery, pre-flight (a Codex login probe in a container) and the real Codex CLI
+    in a container against the scripted model all run; the publisher is not built yet
+    and says so, and a retry resumes there without running Codex again."""
     stack.datagrams()  # drop what earlier tests sent
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
         created = await client.post(
@@ -76,37 +77,51 @@ async def test_run_passes_preflight_then_stops_honestly_at_codex_and_retries(
 
         assert run["errorCode"] == "stage_not_implemented", run
         assert run["status"] == "failed"
-        assert run["currentTask"] == "submit_codex_job"
+        assert run["currentTask"] == "apply_and_publish"
         assert run["baseSha"] == stack.repo.base_sha
         assert run["codexPreflightStatus"] == "passed"
         assert run["credentialAudit"]["codexStatus"] == "valid"
         assert run["credentialAudit"]["githubStatus"] == "valid"
+        assert run["codexTaskId"]  # the thread id Codex reported
+        assert run["codexPatchPath"] == "patch.diff"
         summary = {t["taskName"]: t["status"] for t in run["taskSummary"]}
         assert summary == {
             "discover_next_phase": "succeeded",
             "codex_preflight": "succeeded",
-            "submit_codex_job": "failed",
+            "submit_codex_job": "succeeded",
+            "apply_and_publish": "failed",
         }
         discovered = run["tasks"][0]["summary"]["discovered"]
         assert discovered["task_id"] == FIRST_OPEN_TASK
-        assert {a["path"] for a in run["artifacts"]} == {
-            "discovery.json",
-            "preflight.json",
-        }
+        paths = {a["path"] for a in run["artifacts"]}
+        assert {"discovery.json", "preflight.json", "patch.diff"} <= paths
+        assert "codex/1/events.jsonl" in paths
+        patch_file = next(a for a in run["artifacts"] if a["path"] == "patch.diff")
+        diff = (await client.get(f"{RUNS}/{run_id}/artifacts/{patch_file['id']}")).text
+        assert "+class Order:" in diff
+        assert f"+- [X] {FIRST_OPEN_TASK} " in diff
+        codex_task = next(
+            t for t in run["tasks"] if t["taskName"] == "submit_codex_job"
+        )
+        assert codex_task["summary"]["usage"]
+        assert len(stack.model.requests) == 2  # one patch step, one final message
         fetches = len(stack.git.requests)
+        asked = len(stack.model.requests)
 
         retried = await client.post(f"{RUNS}/{run_id}/retry")
         assert retried.status_code == 202
         again = await wait_terminal(client, run_id, 2)
         assert again["errorCode"] == "stage_not_implemented"
         attempts = [(t["taskName"], t["attempt"]) for t in again["tasks"]]
-        assert attempts[-1] == ("submit_codex_job", 2)  # resumed at the failed stage
-        assert len(stack.git.requests) == fetches  # discovery was not repeated
+        assert attempts[-1] == ("apply_and_publish", 2)  # resumed at the failed stage
+        assert len(stack.git.requests) == fetches  # neither discovery nor a clone again
+        assert len(stack.model.requests) == asked  # Codex did not run again
         shards = (await client.get("/api/workflows/speckit/codex/shards")).json()
         volume = next(
             s for s in shards["items"] if s["shardIndex"] == run["codexShardIndex"]
         )
         assert volume["volumeStatus"] == "ready"
+        assert volume["status"] == "registered"  # the runner heartbeats its shard
 
     preflight_log = stack.log("preflight")
     assert GITHUB_TOKEN not in preflight_log
@@ -139,7 +154,7 @@ async def test_run_passes_preflight_then_stops_honestly_at_codex_and_retries(
         "status:running,retry:false"
     ) in wire
     assert (
-        f"{prefix}.task_start:1|c|#task:submit_codex_job,attempt:2,"
+        f"{prefix}.task_start:1|c|#task:apply_and_publish,attempt:2,"
         "status:running,retry:true"
     ) in wire
     assert any(
@@ -147,9 +162,12 @@ async def test_run_passes_preflight_then_stops_honestly_at_codex_and_retries(
         for w in wire
     )
     assert any(
-        w.startswith(f"{prefix}.task_failure:1|c|#task:submit_codex_job,attempt:2")
+        w.startswith(f"{prefix}.task_success:1|c|#task:submit_codex_job,attempt:1")
         for w in wire
     )
+    codex_log = stack.log("codex_runner-0") + stack.log("codex_runner-1")
+    assert CODEX_KEY not in codex_log
+    assert GITHUB_TOKEN not in codex_log
     assert any(
         w.startswith(f"{prefix}.task_duration:") and "status:failure" in w for w in wire
     )

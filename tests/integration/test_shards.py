@@ -8,18 +8,20 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.api.db import Database
-from services.api.models import OutboxRow
+from services.api.models import CodexShardRow, OutboxRow
 from shared.messages import (
     CodexShard,
     CodexVolumeChecked,
+    TaskHeartbeat,
     TaskName,
     new_message,
 )
 from shared.routing import Route
 from tests.support.api import RUNS, create_run, wait_for
+from tests.support.canary import INTERNAL_TOKEN
 from tests.support.harness import StageHarness
 
 SHARDS = "/api/workflows/speckit/codex/shards"
@@ -117,5 +119,114 @@ async def test_probe_request_needs_a_shard(
     assert missing.status_code == 404
     bad = await api.post(f"{RUNS}/{run['id']}/codex/preflight", json={"force": 1})
     assert bad.status_code == 422
+    stages.release(run["id"])
+    await wait_for(api, run["id"])
+
+
+SERVICE = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
+
+
+async def test_runners_claim_free_shards_and_heartbeat(
+    api: httpx.AsyncClient, database: Database
+) -> None:
+    async with database.new_session() as session, session.begin():
+        await session.execute(update(CodexShardRow).values(heartbeat_at=None))
+
+    first = await api.post(
+        "/internal/shards/claim", json={"hostname": "runner-a"}, headers=SERVICE
+    )
+    second = await api.post(
+        "/internal/shards/claim", json={"hostname": "runner-b"}, headers=SERVICE
+    )
+    third = await api.post(
+        "/internal/shards/claim", json={"hostname": "runner-c"}, headers=SERVICE
+    )
+    full = await api.post(
+        "/internal/shards/claim", json={"hostname": "runner-d"}, headers=SERVICE
+    )
+
+    assert [r.json()["shardIndex"] for r in (first, second, third)] == [0, 1, 2]
+    assert first.json() == {
+        "shardIndex": 0,
+        "queue": "codex-0",
+        "volume": "codex_auth_0",
+    }
+    assert full.status_code == 409
+    assert full.json()["detail"]["code"] == "no_free_shard"
+    listed = {s["shardIndex"]: s for s in (await api.get(SHARDS)).json()["items"]}
+    assert listed[1]["status"] == "registered"
+    assert listed[1]["hostname"] == "runner-b"
+    assert listed[1]["heartbeatAt"] is not None
+
+    async with database.new_session() as session, session.begin():
+        stale = datetime.now(UTC) - timedelta(minutes=5)
+        await session.execute(
+            update(CodexShardRow)
+            .where(CodexShardRow.shard_index == 1)
+            .values(heartbeat_at=stale)
+        )
+    again = await api.post(
+        "/internal/shards/claim", json={"hostname": "runner-d"}, headers=SERVICE
+    )
+    assert again.json()["shardIndex"] == 1  # runner-b went quiet: its shard is free
+
+    beat = await api.post(
+        "/internal/shards/2/heartbeat", json={"hostname": "runner-c"}, headers=SERVICE
+    )
+    assert beat.status_code == 200
+    out_of_range = await api.post(
+        "/internal/shards/7/heartbeat", json={"hostname": "x"}, headers=SERVICE
+    )
+    assert out_of_range.status_code == 409
+    anonymous = await api.post("/internal/shards/claim", json={"hostname": "x"})
+    assert anonymous.status_code == 401
+    bad_host = await api.post(
+        "/internal/shards/claim", json={"hostname": "bad host;"}, headers=SERVICE
+    )
+    assert bad_host.status_code == 422
+    async with database.new_session() as session, session.begin():
+        await session.execute(update(CodexShardRow).values(heartbeat_at=None))
+
+
+async def test_progress_heartbeats_reach_the_timeline(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
+    key = f"g-{uuid.uuid4().hex[:8]}"
+    stages.script(key, hold=frozenset({TaskName.SUBMIT_CODEX_JOB}))
+    run = await create_run(api, key)
+    await wait_for(
+        api,
+        run["id"],
+        frozenset({"running"}),
+        where=lambda r: (
+            r["currentTask"] == "submit_codex_job"
+            and r["tasks"][-1]["status"] == "running"
+        ),
+    )
+    command = stages.commands(key, TaskName.SUBMIT_CODEX_JOB)[0]
+    progress = {
+        "items": 3,
+        "commands": 1,
+        "files_changed": 2,
+        "usage": {"input_tokens": 9},
+    }
+    await stages.emit(
+        new_message(
+            TaskHeartbeat,
+            run_id=command.run_id,
+            task=command.task,
+            attempt=command.attempt,
+            lease_until=datetime.now(UTC) + timedelta(minutes=3),
+            progress=progress,
+        )
+    )
+    for _ in range(100):
+        events = (await api.get(f"{RUNS}/{run['id']}/events")).json()["items"]
+        noted = [e for e in events if e["kind"] == "task_progress"]
+        if noted:
+            break
+        await asyncio.sleep(0.05)
+    assert noted[0]["data"] == progress
+    assert noted[0]["taskName"] == "submit_codex_job"
     stages.release(run["id"])
     await wait_for(api, run["id"])

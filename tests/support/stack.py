@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.support.github import FakeGitHub
 from tests.support.gitserver import GitSmartHTTPServer
+from tests.support.model import ScriptedModel
 from tests.support.specrepo import SeededRepo
 
 CLI = str(Path(sys.executable).with_name("spec-workflow"))
@@ -28,6 +29,7 @@ class Stack:
     repo: SeededRepo
     git: GitSmartHTTPServer
     github: FakeGitHub
+    model: ScriptedModel
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

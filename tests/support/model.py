@@ -1,0 +1,247 @@
+"""A scripted stand-in for the OpenAI Responses API, enough to drive `codex exec`.
+
+Background and protocol: ../shared/notes/codex-cli.md §7-8. The step answered is the
+number of tool results already in the request's `input` (the server keeps no session
+state); past the end of the script the last step repeats.
+
+    with ScriptedModel([[patch("c1", PATCH)], [say("Done.")]], api_key=KEY) as model:
+        provider = model.provider()   # for CodexAgent(provider=...)
+
+A step is a list of output items, or a `Step`: `Step(items, cut=True)` closes the
+stream before `response.completed`; `error(status)` answers with an HTTP error; any
+step may wait `delay` seconds first (stall and timeout tests). With `api_key`, a request
+without `authorization: Bearer <api_key>` is answered 401 and counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+Item = dict[str, Any]
+TOOL_RESULTS = frozenset({"function_call_output", "custom_tool_call_output"})
+PROVIDER_ID = "scripted"
+USAGE = {
+    "input_tokens": 12,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 3,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 15,
+}
+
+
+def say(text: str) -> Item:
+    """An assistant message; a response holding only messages ends the turn."""
+    return {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text}],
+    }
+
+
+def patch(call_id: str, body: str) -> Item:
+    """An `apply_patch` call; `body` is `*** Begin Patch\\n…*** End Patch\\n`."""
+    return {
+        "type": "custom_tool_call",
+        "name": "apply_patch",
+        "call_id": call_id,
+        "input": body,
+    }
+
+
+def run(call_id: str, cmd: str) -> Item:
+    """A shell command through the `exec_command` tool."""
+    return {
+        "type": "function_call",
+        "name": "exec_command",
+        "call_id": call_id,
+        "arguments": json.dumps({"cmd": cmd}),
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model response: items (optionally cut short) or an HTTP error."""
+
+    items: Sequence[Item] = ()
+    cut: bool = False
+    """Close the stream before `response.completed`."""
+    status: int | None = None
+    """Answer with this HTTP status and `body` instead of a stream."""
+    body: dict[str, Any] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds to wait before answering (cut short when the server closes)."""
+
+
+def error(status: int, message: str = "scripted error", *, delay: float = 0.0) -> Step:
+    """An HTTP error reply with an OpenAI-style JSON body."""
+    body = {"error": {"message": message, "type": "scripted", "code": str(status)}}
+    return Step(status=status, body=body, delay=delay)
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    headers: dict[str, str]
+    """Lower-case names."""
+    body: dict[str, Any]
+
+
+def _event(kind: str, **fields: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+
+def _stream(items: Sequence[Item], resp_id: str, cut: bool) -> bytes:
+    created = {"id": resp_id, "status": "in_progress"}
+    out = [_event("response.created", response=created)]
+    for index, item in enumerate(items):
+        out.append(_event("response.output_item.added", output_index=index, item=item))
+        out.append(_event("response.output_item.done", output_index=index, item=item))
+    if not cut:
+        done = {"id": resp_id, "status": "completed", "usage": USAGE}
+        out.append(_event("response.completed", response=done))
+    return b"".join(out)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], model: ScriptedModel) -> None:
+        super().__init__(address, _Handler)
+        self.model = model
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a killed codex) is expected here, not a test error.
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+    def _reply(self, code: int, ctype: str, payload: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:  # WebSocket upgrade attempts, /models probes, ...
+        self._reply(404, "application/json", b'{"error":{"message":"not found"}}')
+
+    def do_POST(self) -> None:
+        model = self.server.model
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw or b"{}")
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        model.record(Request(self.path, headers, body))
+        if not self.path.rstrip("/").endswith("/responses"):
+            return self.do_GET()
+        if model.api_key is not None and (
+            headers.get("authorization") != f"Bearer {model.api_key}"
+        ):
+            model.auth_failures += 1
+            return self._reply(
+                401, "application/json", b'{"error":{"message":"bad key"}}'
+            )
+        inputs = body.get("input", [])
+        done = sum(
+            1
+            for it in inputs
+            if isinstance(it, dict) and it.get("type") in TOOL_RESULTS
+        )
+        step = model.step(done)
+        if step.delay and model.closing.wait(step.delay):
+            self.close_connection = True  # shutting down: drop the request unanswered
+            return None
+        if step.status is not None:
+            payload = json.dumps(step.body).encode()
+            return self._reply(step.status, "application/json", payload)
+        stream = _stream(step.items, f"resp_{next(model.ids)}", step.cut)
+        self._reply(200, "text/event-stream", stream)
+        return None
+
+
+class ScriptedModel:
+    """`with ScriptedModel(steps) as m:` serves on 127.0.0.1 (host-networked containers
+    reach it there); put `m.provider()` into the agent's configuration."""
+
+    def __init__(
+        self,
+        steps: Sequence[Step | Sequence[Item]],
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if not steps:
+            raise ValueError("at least one step is required")
+        self.steps = [s if isinstance(s, Step) else Step(items=list(s)) for s in steps]
+        self.api_key = api_key
+        self.requests: list[Request] = []
+        self.auth_failures = 0
+        self.ids = itertools.count(1)
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        self._httpd = _Server((host, port), self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
+
+    def step(self, index: int) -> Step:
+        return self.steps[min(index, len(self.steps) - 1)]
+
+    def record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
+        return f"http://{host}:{port}/v1"
+
+    def provider(self, env_key: str = "CODEX_API_KEY") -> dict[str, Any]:
+        """A custom provider table for this server (retries off, as in the notes)."""
+        return {
+            "id": PROVIDER_ID,
+            "name": "Scripted",
+            "base_url": self.base_url,
+            "env_key": env_key,
+            "wire_api": "responses",
+        }
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.closing.set()  # wakes delayed handlers so nothing lingers after a test
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for "server down" cases)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
