@@ -7,6 +7,7 @@ and the message is dead-lettered (the API then fails the attempt).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -91,11 +92,13 @@ async def _report(cmd: Command, outcome: Outcome, observed: Any) -> None:
         observed.failed(outcome.error)
 
 
-@router.subscriber(queue_for(SERVICE, Route.DISCOVER_NEXT_PHASE), EXCHANGE)
-async def on_discover_next_phase(
-    cmd: DiscoverNextPhase, deps: DepsDep, metrics: MetricsDep
+async def _serve(
+    cmd: Command,
+    details: dict[str, Any],
+    check: Callable[[], Awaitable[Outcome]],
+    metrics: Metrics,
 ) -> None:
-    details = stub.command_details(cmd) | {"requested_task_id": cmd.requested_task_id}
+    """Announce the start with a lease, run the check, publish its outcome."""
     with (
         logger.contextualize(
             run_id=str(cmd.run_id), task=cmd.task, attempt=cmd.attempt
@@ -106,7 +109,15 @@ async def on_discover_next_phase(
     ):
         lease = datetime.now(UTC) + LEASE
         await task_started.publish(cmd.reply(TaskStarted, lease_until=lease))
-        await _report(cmd, await checks.run_discovery(cmd, deps), seen)
+        await _report(cmd, await check(), seen)
+
+
+@router.subscriber(queue_for(SERVICE, Route.DISCOVER_NEXT_PHASE), EXCHANGE)
+async def on_discover_next_phase(
+    cmd: DiscoverNextPhase, deps: DepsDep, metrics: MetricsDep
+) -> None:
+    details = stub.command_details(cmd) | {"requested_task_id": cmd.requested_task_id}
+    await _serve(cmd, details, lambda: checks.run_discovery(cmd, deps), metrics)
 
 
 @router.subscriber(queue_for(SERVICE, Route.CODEX_PREFLIGHT), EXCHANGE)
@@ -114,17 +125,7 @@ async def on_codex_preflight(
     cmd: CodexPreflight, deps: DepsDep, metrics: MetricsDep
 ) -> None:
     details = stub.command_details(cmd)
-    with (
-        logger.contextualize(
-            run_id=str(cmd.run_id), task=cmd.task, attempt=cmd.attempt
-        ),
-        observe_task(
-            metrics, cmd.task, cmd.run_id, cmd.attempt, details=details
-        ) as seen,
-    ):
-        lease = datetime.now(UTC) + LEASE
-        await task_started.publish(cmd.reply(TaskStarted, lease_until=lease))
-        await _report(cmd, await checks.run_preflight(cmd, deps), seen)
+    await _serve(cmd, details, lambda: checks.run_preflight(cmd, deps), metrics)
 
 
 @router.subscriber(queue_for(SERVICE, Route.PROBE_CODEX_VOLUME), EXCHANGE)
