@@ -13,9 +13,10 @@ MANAGEMENT_URL := http://127.0.0.1:15672
 # up (Podman's Docker API + the Codex test image), CMD with var/podman/env.sh's variables, then
 # down -- unless `make podman` had left the service running, which it then reuses and keeps
 PODMAN_RUN := bash .ci/podman-env.sh run
+BENCH_N ?= 10
 
 .PHONY: help venv services up down status demo fmt lint test test-unit test-integration test-e2e check \
-	podman podman-down compose-up compose-down
+	podman podman-down compose-up compose-down bench-codex
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -88,6 +89,9 @@ test: $(STAMP) services ## the whole suite: unit, integration, e2e
 	$(PODMAN_RUN) $(PYTEST) tests
 
 check: lint test ## lint, then the whole suite
+
+bench-codex: $(STAMP) services ## submit_codex_job pipeline vs `codex exec` alone, BENCH_N each (default 10) -> docs/benchmarks.md
+	BENCH_N=$(BENCH_N) $(PODMAN_RUN) $(BIN)/python -m tests.bench.bench_codex
 
 # `up --wait` fails when a one-shot container exits, even with 0 (docker/compose#10596):
 # bring up the servers, run the one-shot setup to completion, then the long-running rest.
