@@ -11,15 +11,15 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from services.api import cursor, runs, shards
-from services.api.db import SessionDep
+from services.api.db import DatabaseDep, SessionDep
 from services.api.deps import PrincipalDep, SettingsDep, get_principal
 from services.api.dispatch import shard_of
 from services.api.errors import ArtifactNotFound
-from services.api.lifecycle import RunStatus
+from services.api.lifecycle import TERMINAL_RUN, RunStatus
 from services.api.models import Artifact, CodexShardRow, Run, RunEvent
 from services.api.schemas import (
     ArtifactList,
@@ -38,6 +38,7 @@ from services.api.schemas import (
     TaskOut,
 )
 from services.api.settings import Settings
+from services.api.timeline import EVENT_STREAM, event_stream, wants_event_stream
 from shared.messages import PublishMode
 from shared.names import NAME_RE
 from shared.routing import codex_queue_name, codex_volume_name
@@ -46,6 +47,8 @@ router = APIRouter(
     prefix="/api/workflows/speckit", dependencies=[Depends(get_principal)]
 )
 
+
+LastEventId = Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=2**31 - 1)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -192,14 +195,49 @@ async def cancel_run(
     return run_out(run, settings)
 
 
-@router.get("/runs/{run_id}/events")
+@router.get(
+    "/runs/{run_id}/events",
+    response_model=EventList,
+    responses={
+        200: {
+            "content": {EVENT_STREAM: {}},
+            "description": "JSON page, or with `Accept: text/event-stream` the live "
+            "timeline as Server-Sent Events (`id` = seq, `event` = kind, `data` = the "
+            "event as JSON), resuming after `Last-Event-ID` or `after`; it ends after "
+            "the run's terminal event.",
+        },
+        204: {"description": "stream requested, run ended, nothing after the cursor"},
+    },
+)
 async def run_events(
     run_id: UUID,
     session: SessionDep,
+    database: DatabaseDep,
     caller: PrincipalDep,
     after: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-) -> EventList:
+    accept: Annotated[str | None, Header()] = None,
+    last_event_id: LastEventId = None,
+) -> EventList | Response:
+    if wants_event_stream(accept):
+        start = after if last_event_id is None else last_event_id
+        async with session.begin():
+            run = await runs.get_run(
+                session,
+                run_id,
+                owner=caller.user_id,
+                tasks=False,
+                artifacts=False,
+                audits=False,
+            )
+            ended = run.status in TERMINAL_RUN and start >= run.event_seq
+        if ended:  # 204 is what tells an EventSource to stop reconnecting
+            return Response(status_code=204)
+        return StreamingResponse(
+            event_stream(database, run_id, after=start),
+            media_type=EVENT_STREAM,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     async with session.begin():
         await runs.get_run(
             session,

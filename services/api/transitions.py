@@ -174,6 +174,7 @@ async def record_succeeded(
     await _record_artifacts(session, run, event.task, event.artifacts)
     run.outputs = {**run.outputs, event.task: event.summary}
     timeline(session, run, "task_succeeded", task=event.task, attempt=run.attempt)
+    before = run.status
     if run.status == RunStatus.PENDING:
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or now
@@ -183,7 +184,8 @@ async def record_succeeded(
             _finish(run, RunStatus.SUCCEEDED, now)
         else:
             await dispatch(session, run, following)
-    await announce_status(session, run)
+    if run.status != before:  # evt.run.<status> marks changes, not every step
+        await announce_status(session, run)
     return APPLIED
 
 

@@ -1,8 +1,10 @@
-"""`spec-workflow`: local launcher, database and broker set-up, demo, accounts."""
+"""`spec-workflow`: local launcher, set-up, demo, accounts, runs and taps."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -10,10 +12,17 @@ import typer
 
 from services.cli import demo as demo_run
 from services.cli import launcher
+from services.cli import tap as taps
 from services.cli.accounts import secrets_app, tokens_app, users_app
 from services.cli.broker import amqp_target, management_client, setup_broker
 from services.cli.common import read_settings
-from services.cli.settings import BrokerSettings, DatabaseSettings, LauncherSettings
+from services.cli.runs import runs_app
+from services.cli.settings import (
+    BrokerSettings,
+    DatabaseSettings,
+    LauncherSettings,
+    TapSettings,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The Postgres database.")
@@ -23,6 +32,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(runs_app, name="runs")
 
 
 @app.command()
@@ -58,6 +68,47 @@ def demo(
     """Create a run on the running API and follow it to its end."""
     base_url = read_settings(LauncherSettings).base_url
     raise typer.Exit(demo_run.run_demo(base_url, repository, feature_key, timeout))
+
+
+@app.command()
+def tap(
+    patterns: Annotated[
+        list[str] | None,
+        typer.Argument(help="routing-key patterns on spec_workflow (default '#')"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per message")
+    ] = False,
+    logs: Annotated[
+        bool,
+        typer.Option(
+            "--logs", help="also (alone: only) the spec_workflow.logs exchange"
+        ),
+    ] = False,
+    save: Annotated[
+        Path | None, typer.Option(help="append every message as JSONL to this file")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="stop after N messages")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(min=0.1, help="stop after S seconds")
+    ] = None,
+) -> None:
+    """Print live commands and events; the system's own queues lose nothing."""
+    for pattern in patterns or []:
+        if not 0 < len(pattern.encode()) <= 255:
+            raise typer.BadParameter(
+                f"{pattern!r}: 1 to 255 bytes", param_hint="PATTERN"
+            )
+    url = str(read_settings(TapSettings).rabbitmq_url)
+    pairs = taps.bindings(patterns or [], logs=logs)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(save.open("a", encoding="utf-8")) if save else None
+        code = taps.run_tap(
+            url, pairs, as_json=as_json, save=sink, count=count, seconds=seconds
+        )
+    raise typer.Exit(code)
 
 
 @db_app.command("upgrade")

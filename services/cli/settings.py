@@ -38,6 +38,21 @@ class LauncherSettings(BaseSettings):
         return f"http://{host}:{self.api_port}"
 
 
+class ClientSettings(LauncherSettings):
+    """`runs`: where the API is, and who the CLI calls it as."""
+
+    # sent as `Authorization: Bearer …` (AUTH_MODE=token); from `tokens create`
+    api_token: SecretStr | None = Field(None, validation_alias="SPEC_WORKFLOW_TOKEN")
+
+
+class TapSettings(BaseSettings):
+    """`tap`: the broker whose exchanges it listens to."""
+
+    model_config = _CONFIG
+
+    rabbitmq_url: AmqpDsn = Field(validation_alias="RABBITMQ_URL")
+
+
 class BrokerSettings(BaseSettings):
     """`broker setup`: vhost, permissions and policy, over the management API."""
 

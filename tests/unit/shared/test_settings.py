@@ -12,9 +12,11 @@ from pydantic_settings import BaseSettings
 from services.api.settings import Settings as ApiSettings
 from services.cli.settings import (
     BrokerSettings,
+    ClientSettings,
     DatabaseSettings,
     LauncherSettings,
     SecretsSettings,
+    TapSettings,
     TokenSettings,
 )
 from services.codex_runner.settings import Settings as CodexSettings
@@ -34,6 +36,8 @@ SETTINGS: list[type[BaseSettings]] = [
     DatabaseSettings,
     TokenSettings,
     SecretsSettings,
+    ClientSettings,
+    TapSettings,
 ]
 REQUIRED = {
     "RABBITMQ_URL": "amqp://u:p@127.0.0.1:5672/v",
