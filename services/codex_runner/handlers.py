@@ -37,6 +37,7 @@ from shared.topology import EXCHANGE, Route, codex_cancel_queue, codex_queue
 
 SERVICE = "codex_runner"
 LEASE = timedelta(minutes=3)
+"""Default lease of a job (CODEX_LEASE_SECONDS): TaskStarted and each heartbeat."""
 
 router = RabbitRouter()
 task_started = router.publisher(
@@ -57,11 +58,15 @@ task_cancelled = router.publisher(
 
 _deps: RunnerDeps | None = None
 _heartbeat_every = 30.0
+_lease = LEASE
 
 
-def configure(deps: RunnerDeps, heartbeat_interval: float) -> None:
-    global _deps, _heartbeat_every
+def configure(
+    deps: RunnerDeps, heartbeat_interval: float, lease_seconds: float | None = None
+) -> None:
+    global _deps, _heartbeat_every, _lease
     _deps, _heartbeat_every = deps, heartbeat_interval
+    _lease = LEASE if lease_seconds is None else timedelta(seconds=lease_seconds)
 
 
 def get_deps() -> RunnerDeps:
@@ -81,7 +86,7 @@ async def _beat(cmd: SubmitCodexJob, progress: dict[str, Any]) -> None:
             run_id=cmd.run_id,
             task=cmd.task,
             attempt=cmd.attempt,
-            lease_until=datetime.now(UTC) + LEASE,
+            lease_until=datetime.now(UTC) + _lease,
             progress=progress,
         )
     )
@@ -96,8 +101,21 @@ async def _heartbeats(cmd: SubmitCodexJob) -> None:
             logger.warning("Heartbeat not published: {}", type(exc).__name__)
 
 
+_one_job = asyncio.Lock()
+"""Held for a whole job. The early ack frees the prefetch slot, and aiormq runs each
+delivery in a task of its own: without this, the shard's next job would start beside
+the running one. The next job waits here, unacked (no TaskStarted, no lease)."""
+
+
 async def on_submit_codex_job(
     cmd: SubmitCodexJob, message: RabbitMessage, deps: DepsDep, metrics: MetricsDep
+) -> None:
+    async with _one_job:
+        await _submit(cmd, message, deps, metrics)
+
+
+async def _submit(
+    cmd: SubmitCodexJob, message: RabbitMessage, deps: RunnerDeps, metrics: Metrics
 ) -> None:
     shard = cmd.shard.model_dump()
     details = stub.command_details(cmd)
@@ -109,7 +127,7 @@ async def on_submit_codex_job(
             metrics, cmd.task, cmd.run_id, cmd.attempt, details=details
         ) as seen,
     ):
-        lease = datetime.now(UTC) + LEASE
+        lease = datetime.now(UTC) + _lease
         await task_started.publish(
             cmd.reply(TaskStarted, lease_until=lease, details=shard)
         )

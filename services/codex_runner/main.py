@@ -37,13 +37,14 @@ app = build_worker(
     handlers.SERVICE, settings, handlers.shard_router(shard), prefetch=CODEX_PREFETCH
 )
 executor = (
-    ProcessExecutor(settings.codex_homes_root)
+    ProcessExecutor(settings.codex_homes_root, stop_timeout=settings.codex_stop_timeout)
     if settings.executor == "process"
     else DockerExecutor(
         settings.docker_host,
         network_mode=settings.codex_network_mode,
         memory_bytes=settings.codex_memory_mb * 2**20,
         nano_cpus=int(settings.codex_cpus * 1e9),
+        stop_timeout=settings.codex_stop_timeout,
     )
 )
 handlers.configure(
@@ -66,6 +67,7 @@ handlers.configure(
         idle_timeout=settings.codex_idle_timeout,
     ),
     settings.heartbeat_interval,
+    settings.codex_lease_seconds,
 )
 _tasks: set[asyncio.Task[None]] = set()
 

@@ -36,10 +36,18 @@ class Settings(WorkerSettings):
     codex_idle_timeout: float = Field(
         600.0, gt=0, validation_alias="CODEX_IDLE_TIMEOUT"
     )
+    codex_stop_timeout: int = Field(10, ge=0, validation_alias="CODEX_STOP_TIMEOUT")
+    """Cancel: seconds between SIGTERM and SIGKILL. Codex as a container's PID 1 ignores
+    SIGTERM, so a cancelled container lives this long (without an init entrypoint)."""
     codex_network_mode: str = Field("bridge", validation_alias="CODEX_NETWORK_MODE")
     codex_memory_mb: int = Field(4096, ge=256, validation_alias="CODEX_MEMORY_MB")
     codex_cpus: float = Field(2.0, gt=0, validation_alias="CODEX_CPUS")
     heartbeat_interval: float = Field(30.0, gt=0, validation_alias="HEARTBEAT_INTERVAL")
+    codex_lease_seconds: float = Field(
+        180.0, gt=0, validation_alias="CODEX_LEASE_SECONDS"
+    )
+    """How long a job's lease (TaskStarted, then each heartbeat) runs: the API's reaper
+    re-sends the job once it expires. Longer than HEARTBEAT_INTERVAL."""
     github_git_url: str = Field("https://github.com", validation_alias="GITHUB_GIT_URL")
     git_timeout: float = Field(120.0, gt=0, validation_alias="GIT_TIMEOUT")
     workspaces_root: Path = Field(
@@ -53,5 +61,10 @@ class Settings(WorkerSettings):
             raise ValueError(
                 f"CODEX_SHARD_INDEX={index} is outside "
                 f"CODEX_SHARDS={self.codex_shards} (valid: 0..{self.codex_shards - 1})"
+            )
+        if self.codex_lease_seconds <= self.heartbeat_interval:
+            raise ValueError(
+                f"CODEX_LEASE_SECONDS={self.codex_lease_seconds:g} must exceed "
+                f"HEARTBEAT_INTERVAL={self.heartbeat_interval:g}: heartbeats extend it"
             )
         return self

@@ -8,7 +8,6 @@ in DOCKER_HOST (Podman under `make test`) with logged-in Codex auth volumes.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -26,10 +25,9 @@ from tests.support.containers import (
 )
 from tests.support.github import FakeGitHub
 from tests.support.gitserver import GitSmartHTTPServer
-from tests.support.infra import provision
 from tests.support.model import ScriptedModel, patch, say
 from tests.support.specrepo import SeededRepo, seed_spec_repo
-from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack, free_port
+from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack, launch
 
 
 @pytest.fixture(scope="session")
@@ -111,64 +109,11 @@ async def stack(
     auth_volumes: str,
     model: ScriptedModel,
 ) -> AsyncIterator[Stack]:
-    git, github, repo = forge
-    home = tmp_path_factory.mktemp("stack")
-    async with provision() as infra:
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": infra.database_url,
-            "RABBITMQ_URL": infra.rabbitmq_url,
-            "RABBITMQ_MANAGEMENT_URL": infra.management_url,
-            "API_HOST": "127.0.0.1",
-            "API_PORT": str(port),
-            "API_URL": f"http://127.0.0.1:{port}",
-            "VAR_DIR": str(home / "var"),
-            "ARTIFACTS_ROOT": str(home / "artifacts"),
-            "WORKSPACES_ROOT": str(home / "work"),
-            "CODEX_SHARDS": str(SHARDS),
-            "CODEX_IMAGE": auth_volumes,
-            # Codex reaches the scripted model on the host loopback, authenticated
-            # with the key logged into the shard's volume.
-            "CODEX_NETWORK_MODE": "host",
-            "CODEX_PROVIDER": json.dumps(
-                {
-                    "id": "scripted",
-                    "name": "Scripted",
-                    "base_url": model.base_url,
-                    "wire_api": "responses",
-                    "requires_openai_auth": True,
-                }
-            ),
-            "CODEX_TIMEOUT": "120",
-            "CODEX_IDLE_TIMEOUT": "60",
-            "HEARTBEAT_INTERVAL": "2",
-            "GITHUB_GIT_URL": git.base_url,
-            "GITHUB_API_URL": github.url,
-            "GITHUB_TOKEN": GITHUB_TOKEN,
-            "STATSD_HOST": "127.0.0.1",
-            "STATSD_PORT": str(statsd.getsockname()[1]),
-            "LOG_JSON": "true",
-            "LOG_LEVEL": "INFO",
-            "RELAY_INTERVAL": "0.5",
-            "GRACEFUL_TIMEOUT": "5",
-            "LAUNCHER_STOP_TIMEOUT": "15",
-        }
-        s = Stack(
-            f"http://127.0.0.1:{port}",
-            home / "var",
-            home / "artifacts",
-            env,
-            statsd,
-            repo,
-            git,
-            github,
-            model,
-        )
-        started = s.cli("up")
-        assert started.returncode == 0, started.stdout + started.stderr
-        try:
-            yield s
-        finally:
-            stopped = s.cli("down")
-            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    async with launch(
+        tmp_path_factory.mktemp("stack"),
+        statsd=statsd,
+        forge=forge,
+        model=model,
+        codex_image=auth_volumes,
+    ) as s:
+        yield s

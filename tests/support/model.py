@@ -11,6 +11,11 @@ A step is a list of output items, or a `Step`: `Step(items, cut=True)` closes th
 stream before `response.completed`; `error(status)` answers with an HTTP error; any
 step may wait `delay` seconds first (stall and timeout tests). With `api_key`, a request
 without `authorization: Bearer <api_key>` is answered 401 and counted.
+
+Several runs against one server can follow different scripts: `choose(request)` returns
+the steps for that request (e.g. picked by a marker in the prompt, such as the operator
+notes), or None for the default `steps`. Each request records when it arrived
+(`received_at`, `time.monotonic()`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import itertools
 import json
 import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -91,6 +97,30 @@ class Request:
     headers: dict[str, str]
     """Lower-case names."""
     body: dict[str, Any]
+    received_at: float = field(default_factory=time.monotonic)
+    """`time.monotonic()` when the request arrived."""
+
+    def mentions(self, text: str) -> bool:
+        """Whether `text` occurs in the body (the prompt, tool results, ...)."""
+        return text in json.dumps(self.body)
+
+    @property
+    def turn(self) -> int:
+        """The step this request asks for: the tool results already in its input."""
+        inputs = self.body.get("input", [])
+        return sum(
+            1
+            for it in inputs
+            if isinstance(it, dict) and it.get("type") in TOOL_RESULTS
+        )
+
+
+Script = Sequence[Step | Sequence[Item]]
+Chooser = Callable[[Request], Script | None]
+
+
+def _steps(script: Script) -> list[Step]:
+    return [s if isinstance(s, Step) else Step(items=list(s)) for s in script]
 
 
 def _event(kind: str, **fields: Any) -> bytes:
@@ -143,7 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.loads(raw or b"{}")
         headers = {name.lower(): value for name, value in self.headers.items()}
-        model.record(Request(self.path, headers, body))
+        request = Request(self.path, headers, body)
+        model.record(request)
         if not self.path.rstrip("/").endswith("/responses"):
             return self.do_GET()
         if model.api_key is not None and (
@@ -153,13 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(
                 401, "application/json", b'{"error":{"message":"bad key"}}'
             )
-        inputs = body.get("input", [])
-        done = sum(
-            1
-            for it in inputs
-            if isinstance(it, dict) and it.get("type") in TOOL_RESULTS
-        )
-        step = model.step(done)
+        step = model.step(request.turn, request)
         if step.delay and model.closing.wait(step.delay):
             self.close_connection = True  # shutting down: drop the request unanswered
             return None
@@ -177,16 +202,18 @@ class ScriptedModel:
 
     def __init__(
         self,
-        steps: Sequence[Step | Sequence[Item]],
+        steps: Script,
         *,
         api_key: str | None = None,
+        choose: Chooser | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         if not steps:
             raise ValueError("at least one step is required")
-        self.steps = [s if isinstance(s, Step) else Step(items=list(s)) for s in steps]
+        self.steps = _steps(steps)
         self.api_key = api_key
+        self.choose = choose
         self.requests: list[Request] = []
         self.auth_failures = 0
         self.ids = itertools.count(1)
@@ -199,8 +226,12 @@ class ScriptedModel:
             daemon=True,
         )
 
-    def step(self, index: int) -> Step:
-        return self.steps[min(index, len(self.steps) - 1)]
+    def step(self, index: int, request: Request | None = None) -> Step:
+        chosen = None
+        if request is not None and self.choose is not None:
+            chosen = self.choose(request)
+        steps = _steps(chosen) if chosen else self.steps
+        return steps[min(index, len(steps) - 1)]
 
     def record(self, request: Request) -> None:
         with self._lock:
