@@ -17,7 +17,7 @@ from loguru import logger
 from services.codex_runner import handlers
 from services.codex_runner.codex import CodexAgent
 from services.codex_runner.executors import DockerExecutor, ProcessExecutor
-from services.codex_runner.runner import RunnerDeps
+from services.codex_runner.runner import RunnerDeps, shard_labels
 from services.codex_runner.settings import Settings
 from shared.internal_api import InternalApi, ShardRegistry
 from shared.worker import build_worker
@@ -47,6 +47,8 @@ executor = (
         stop_timeout=settings.codex_stop_timeout,
     )
 )
+# One engine may serve several deployments (each has its own vhost): label ours.
+deployment = (settings.rabbitmq_url.path or "").strip("/") or "default"
 handlers.configure(
     RunnerDeps(
         executor=executor,
@@ -65,6 +67,7 @@ handlers.configure(
         git_timeout=settings.git_timeout,
         timeout=settings.codex_timeout,
         idle_timeout=settings.codex_idle_timeout,
+        deployment=deployment,
     ),
     settings.heartbeat_interval,
     settings.codex_lease_seconds,
@@ -81,13 +84,18 @@ async def _register_forever() -> None:
         await asyncio.sleep(settings.heartbeat_interval)
 
 
-@app.after_startup
-async def start_serving_shard() -> None:
-    removed = await executor.cleanup({"codex_shard_index": str(shard)})
+@app.on_startup
+async def remove_leftovers() -> None:
+    """Before the subscribers start: agents a crashed runner left on this shard."""
+    removed = await executor.cleanup(shard_labels(deployment, shard))
     if removed:
         logger.warning(
             "Removed {} agent(s) a previous runner left on shard {}", removed, shard
         )
+
+
+@app.after_startup
+async def start_serving_shard() -> None:
     _tasks.add(asyncio.create_task(_register_forever()))
     logger.info("Serving Codex shard {} as {}", shard, hostname)
 

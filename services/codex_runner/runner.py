@@ -58,6 +58,11 @@ class JobOutcome:
     artifacts: list[ArtifactRef] = field(default_factory=list)
 
 
+def shard_labels(deployment: str, shard: int) -> dict[str, str]:
+    """What marks an agent as this deployment's, on this shard (for cleanup)."""
+    return {"moonmind.deployment": deployment, "codex_shard_index": str(shard)}
+
+
 class RunnerDeps:
     """What a job needs, built once by `main.py` (a plain class: see preflight Deps)."""
 
@@ -73,11 +78,14 @@ class RunnerDeps:
         git_timeout: float,
         timeout: float,
         idle_timeout: float,
+        deployment: str = "default",
     ) -> None:
         self.executor, self.agent, self.internal_api = executor, agent, internal_api
         self.artifacts_root, self.workspaces_root = artifacts_root, workspaces_root
         self.github_git_url, self.git_timeout = github_git_url, git_timeout
         self.timeout, self.idle_timeout = timeout, idle_timeout
+        self.deployment = deployment
+        """Several deployments may share one engine: only ours is cleaned up."""
 
 
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -133,7 +141,7 @@ async def _run_agent(
         prompt=build_prompt(cmd, workspace),
         auth_volume=cmd.shard.codex_volume,
         credentials={k: v for k, v in keys.items() if k == "openai"},
-        labels={"codex_shard_index": str(cmd.shard.codex_shard_index)},
+        labels=shard_labels(deps.deployment, cmd.shard.codex_shard_index),
     )
     parser = deps.agent.parser()
     log = LiveLog(out_dir / "events.jsonl", parser, progress)
