@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,13 +104,17 @@ async def run_git(
     cwd: Path | None = None,
     token: str | None = None,
     timeout: float = 120.0,  # noqa: ASYNC109 - expiry is a GitError
+    env: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Run `git args…`; stdout on success, a classified GitError otherwise."""
+    """Run `git args…`; stdout on success, a classified GitError otherwise.
+
+    `env` adds variables (a fixed author date); it never replaces the auth ones.
+    """
     process = await asyncio.create_subprocess_exec(
         "git",
         *args,
         cwd=cwd,
-        env=auth_env(token),
+        env={**(env or {}), **auth_env(token)},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -127,3 +133,69 @@ async def run_git(
     if process.returncode != 0:
         raise classify(stderr.decode(errors="replace")[-MAX_OUTPUT:])
     return stdout
+
+
+DEEPEN_STEPS = (50, 500)
+_ACCESS_CODES = ("git_auth_failed", "repository_not_found", "git_permission_denied")
+
+
+def safe_directory(workspace: Path) -> tuple[str, ...]:
+    """`-c safe.directory=…`: an agent may own the tree while git runs as us."""
+    return ("-c", f"safe.directory={workspace}")
+
+
+async def clone_at(
+    remote: Remote,
+    token: str | None,
+    *,
+    branch: str,
+    sha: str,
+    workspace: Path,
+    git_timeout: float,
+) -> None:
+    """A working tree of `sha` in `workspace` (emptied first), fetched shallowly.
+
+    Fetches the commit itself when the server allows it, else the branch, deepening
+    until the commit is there (the branch may have moved since discovery). Raises
+    GitError; `base_commit_missing` when the commit is no longer reachable.
+    """
+    await asyncio.to_thread(_fresh, workspace)
+    git = (*safe_directory(workspace), "-C", str(workspace))
+    await run_git("init", "-q", str(workspace))
+    try:
+        await run_git(*git, "fetch", "--depth", "1", "--no-tags", "--", remote.url, sha,
+                      token=token, timeout=git_timeout)  # fmt: skip
+    except GitError as exc:
+        if exc.code in _ACCESS_CODES:
+            raise GitError(exc.code, str(exc), retryable=False) from None
+        await _fetch_branch_until(remote, token, git, branch, sha, git_timeout)
+    await run_git(*git, "checkout", "-q", "--detach", sha)
+
+
+async def _fetch_branch_until(
+    remote: Remote,
+    token: str | None,
+    git: tuple[str, ...],
+    branch: str,
+    sha: str,
+    git_timeout: float,
+) -> None:
+    refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
+    for depth in DEEPEN_STEPS:
+        args = ("fetch", "--depth", str(depth), "--no-tags", "--", remote.url, refspec)
+        await run_git(*git, *args, token=token, timeout=git_timeout)
+        try:
+            await run_git(*git, "cat-file", "-e", f"{sha}^{{commit}}")
+            return
+        except GitError:
+            continue
+    raise GitError(
+        "base_commit_missing",
+        f"commit {sha[:12]} is no longer reachable from {branch}; retry from discovery",
+        retryable=False,
+    )
+
+
+def _fresh(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)

@@ -214,6 +214,9 @@ class PublishSummary(Wire):
     branch_name: str | None = None
     pr_url: str | None = None
     commit_sha: str | None = None
+    pr_number: int | None = None
+    adopted: bool = False
+    """An open pull request with this head existed (a retry or a redelivery)."""
 
 
 SUMMARY_TYPES: dict[TaskName, type[Wire]] = {

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.git import GitError, Remote, run_git
+from shared.git import clone_at as git_clone_at
 from shared.messages import SubmitCodexJob
 
 MAX_SPEC_BYTES = 30_000
 MAX_PROMPT_CHARS = 100_000
 """The prompt travels as one argv string: Linux caps a single one at 128 KiB."""
-DEEPEN_STEPS = (50, 500)
 
 
 class WorkspaceError(Exception):
@@ -36,66 +36,18 @@ async def clone_at(
     workspace: Path,
     git_timeout: float,
 ) -> None:
-    """A working tree of `sha` in `workspace` (emptied first), fetched shallowly.
-
-    Fetches the commit itself when the server allows it, else the branch, deepening
-    until the commit is there (the branch may have moved since discovery).
-    """
-    await asyncio.to_thread(_fresh, workspace)
-    git = (*_safe(workspace), "-C", str(workspace))
-    await run_git("init", "-q", str(workspace))
+    """A working tree of `sha` in `workspace` (see `shared.git.clone_at`)."""
     try:
-        await run_git(*git, "fetch", "--depth", "1", "--no-tags", "--", remote.url, sha,
-                      token=token, timeout=git_timeout)  # fmt: skip
+        await git_clone_at(
+            remote,
+            token,
+            branch=branch,
+            sha=sha,
+            workspace=workspace,
+            git_timeout=git_timeout,
+        )
     except GitError as exc:
-        if exc.code in (
-            "git_auth_failed",
-            "repository_not_found",
-            "git_permission_denied",
-        ):
-            raise WorkspaceError(exc.code, str(exc), retryable=False) from None
-        await _fetch_branch_until(remote, token, git, branch, sha, git_timeout)
-    await run_git(*git, "checkout", "-q", "--detach", sha)
-
-
-async def _fetch_branch_until(
-    remote: Remote,
-    token: str | None,
-    git: tuple[str, ...],
-    branch: str,
-    sha: str,
-    git_timeout: float,
-) -> None:
-    for depth in DEEPEN_STEPS:
-        try:
-            refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
-            args = (
-                "fetch",
-                "--depth",
-                str(depth),
-                "--no-tags",
-                "--",
-                remote.url,
-                refspec,
-            )
-            await run_git(*git, *args, token=token, timeout=git_timeout)
-        except GitError as exc:
-            raise WorkspaceError(exc.code, str(exc), retryable=exc.retryable) from None
-        try:
-            await run_git(*git, "cat-file", "-e", f"{sha}^{{commit}}")
-            return
-        except GitError:
-            continue
-    raise WorkspaceError(
-        "base_commit_missing",
-        f"commit {sha[:12]} is no longer reachable from {branch}; retry from discovery",
-        retryable=False,
-    )
-
-
-def _fresh(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+        raise WorkspaceError(exc.code, str(exc), retryable=exc.retryable) from None
 
 
 def _read(path: Path) -> str | None:

@@ -131,3 +131,26 @@ def test_metrics_host_prefers_the_spec_workflow_name(
 def test_missing_required_connection_is_an_error() -> None:
     with pytest.raises(ValueError, match="RABBITMQ_URL"):
         ServiceSettings()
+
+
+def test_publisher_settings_read_their_documented_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {
+        **REQUIRED,
+        "PUBLISH_BRANCH_PREFIX": "bot",
+        "PUBLISH_AUTHOR_NAME": "Spec Bot",
+        "PUBLISH_LABELS": '["spec-workflow", "bot"]',
+        "PUBLISH_MAX_FILES": "7",
+        "PUBLISH_MAX_LINES": "70",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    s = PublisherSettings()
+    assert (s.branch_prefix, s.author_name, s.labels) == (
+        "bot",
+        "Spec Bot",
+        ["spec-workflow", "bot"],
+    )
+    assert (s.max_files, s.max_lines) == (7, 70)
+    assert s.author_email == "spec-workflow@users.noreply.github.com"
