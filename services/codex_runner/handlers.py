@@ -33,6 +33,7 @@ from shared.messages import (
 )
 from shared.metrics import Metrics, get_metrics
 from shared.observer import observe_task
+from shared.stage import publisher, task_events
 from shared.topology import EXCHANGE, Route, codex_cancel_queue, codex_queue
 
 SERVICE = "codex_runner"
@@ -40,21 +41,11 @@ LEASE = timedelta(minutes=3)
 """Default lease of a job (CODEX_LEASE_SECONDS): TaskStarted and each heartbeat."""
 
 router = RabbitRouter()
-task_started = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_STARTED, persist=True
-)
-task_heartbeat = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_HEARTBEAT, persist=True
-)
-task_succeeded = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_SUCCEEDED, persist=True
-)
-task_failed = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_FAILED, persist=True
-)
-task_cancelled = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_CANCELLED, persist=True
-)
+events = task_events(router)
+task_started, task_succeeded = events.started, events.succeeded
+task_failed = events.failed
+task_heartbeat = publisher(router, Route.TASK_HEARTBEAT)
+task_cancelled = publisher(router, Route.TASK_CANCELLED)
 
 _deps: RunnerDeps | None = None
 _heartbeat_every = 30.0

@@ -8,7 +8,7 @@ and the message is dead-lettered (the API then fails the attempt).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from faststream import Depends
@@ -24,72 +24,29 @@ from shared.messages import (
     Command,
     DiscoverNextPhase,
     ProbeCodexVolume,
-    TaskFailed,
-    TaskStarted,
-    TaskSucceeded,
 )
 from shared.metrics import Metrics, get_metrics
-from shared.observer import observe_task
+from shared.stage import Holder, publisher, report, serving, task_events
 from shared.topology import EXCHANGE, Route, queue_for
 
 SERVICE = "preflight"
 LEASE = timedelta(minutes=10)
 
 router = RabbitRouter()
-task_started = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_STARTED, persist=True
+events = task_events(router)
+task_started, task_succeeded, task_failed = (
+    events.started,
+    events.succeeded,
+    events.failed,
 )
-task_succeeded = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_SUCCEEDED, persist=True
-)
-task_failed = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_FAILED, persist=True
-)
-volume_checked = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.CODEX_VOLUME_CHECKED, persist=True
-)
+volume_checked = publisher(router, Route.CODEX_VOLUME_CHECKED)
 
-_deps: Deps | None = None
-
-
-def configure(deps: Deps) -> None:
-    """Called once by `main.py`; tests override `get_deps` instead."""
-    global _deps
-    _deps = deps
-
-
-def get_deps() -> Deps:
-    if _deps is None:
-        raise RuntimeError("services.preflight.handlers.configure() was not called")
-    return _deps
-
+deps_holder: Holder[Deps] = Holder("the preflight Deps")
+configure = deps_holder.set
+get_deps = deps_holder.get
 
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 DepsDep = Annotated[Deps, Depends(get_deps)]
-
-
-async def _report(cmd: Command, outcome: Outcome, observed: Any) -> None:
-    if outcome.volume is not None:
-        await volume_checked.publish(outcome.volume)
-    if outcome.error is None:
-        await task_succeeded.publish(
-            cmd.reply(
-                TaskSucceeded,
-                summary=outcome.summary or {},
-                artifacts=outcome.artifacts,
-            )
-        )
-        observed.succeeded(outcome.summary)
-    else:
-        await task_failed.publish(
-            cmd.reply(
-                TaskFailed,
-                error=outcome.error,
-                summary=outcome.summary or {},
-                artifacts=outcome.artifacts,
-            )
-        )
-        observed.failed(outcome.error)
 
 
 async def _serve(
@@ -99,17 +56,18 @@ async def _serve(
     metrics: Metrics,
 ) -> None:
     """Announce the start with a lease, run the check, publish its outcome."""
-    with (
-        logger.contextualize(
-            run_id=str(cmd.run_id), task=cmd.task, attempt=cmd.attempt
-        ),
-        observe_task(
-            metrics, cmd.task, cmd.run_id, cmd.attempt, details=details
-        ) as seen,
-    ):
-        lease = datetime.now(UTC) + LEASE
-        await task_started.publish(cmd.reply(TaskStarted, lease_until=lease))
-        await _report(cmd, await check(), seen)
+    async with serving(cmd, events, metrics, details, LEASE) as seen:
+        outcome = await check()
+        if outcome.volume is not None:
+            await volume_checked.publish(outcome.volume)
+        await report(
+            cmd,
+            events,
+            seen,
+            summary=outcome.summary,
+            error=outcome.error,
+            artifacts=outcome.artifacts,
+        )
 
 
 @router.subscriber(queue_for(SERVICE, Route.DISCOVER_NEXT_PHASE), EXCHANGE)

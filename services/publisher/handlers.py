@@ -7,54 +7,33 @@ raises and the message is dead-lettered (the API then fails the attempt).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from faststream import Depends
 from faststream.rabbit import RabbitRouter
-from loguru import logger
 
 from services.publisher.publish import Deps, run_publish
 from shared import stub
-from shared.messages import (
-    ApplyAndPublish,
-    CancelTask,
-    TaskFailed,
-    TaskStarted,
-    TaskSucceeded,
-)
+from shared.messages import ApplyAndPublish, CancelTask
 from shared.metrics import Metrics, get_metrics
-from shared.observer import observe_task
+from shared.stage import Holder, report, serving, task_events
 from shared.topology import EXCHANGE, Route, queue_for
 
 SERVICE = "publisher"
 LEASE = timedelta(minutes=15)
 
 router = RabbitRouter()
-task_started = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_STARTED, persist=True
-)
-task_succeeded = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_SUCCEEDED, persist=True
-)
-task_failed = router.publisher(
-    exchange=EXCHANGE, routing_key=Route.TASK_FAILED, persist=True
+events = task_events(router)
+task_started, task_succeeded, task_failed = (
+    events.started,
+    events.succeeded,
+    events.failed,
 )
 
-_deps: Deps | None = None
-
-
-def configure(deps: Deps) -> None:
-    """Called once by `main.py`; tests override `get_deps` instead."""
-    global _deps
-    _deps = deps
-
-
-def get_deps() -> Deps:
-    if _deps is None:
-        raise RuntimeError("services.publisher.handlers.configure() was not called")
-    return _deps
-
+deps_holder: Holder[Deps] = Holder("the publisher's Deps")
+configure = deps_holder.set
+get_deps = deps_holder.get
 
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 DepsDep = Annotated[Deps, Depends(get_deps)]
@@ -65,28 +44,16 @@ async def on_apply_and_publish(
     cmd: ApplyAndPublish, deps: DepsDep, metrics: MetricsDep
 ) -> None:
     details = stub.command_details(cmd)
-    with (
-        logger.contextualize(
-            run_id=str(cmd.run_id), task=cmd.task, attempt=cmd.attempt
-        ),
-        observe_task(
-            metrics, cmd.task, cmd.run_id, cmd.attempt, details=details
-        ) as seen,
-    ):
-        lease = datetime.now(UTC) + LEASE
-        await task_started.publish(cmd.reply(TaskStarted, lease_until=lease))
+    async with serving(cmd, events, metrics, details, LEASE) as seen:
         outcome = await run_publish(cmd, deps)
-        if outcome.error is None:
-            summary = outcome.summary or {}
-            await task_succeeded.publish(
-                cmd.reply(TaskSucceeded, summary=summary, artifacts=outcome.artifacts)
-            )
-            seen.succeeded(summary)
-        else:
-            await task_failed.publish(
-                cmd.reply(TaskFailed, error=outcome.error, artifacts=outcome.artifacts)
-            )
-            seen.failed(outcome.error)
+        await report(
+            cmd,
+            events,
+            seen,
+            summary=outcome.summary,
+            error=outcome.error,
+            artifacts=outcome.artifacts,
+        )
 
 
 @router.subscriber(queue_for(SERVICE, Route.CANCEL_APPLY_AND_PUBLISH), EXCHANGE)
