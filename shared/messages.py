@@ -167,6 +167,8 @@ class ApplyAndPublish(Command):
     patch: ArtifactRef
     codex_task_id: str | None = None
     spec_title: str | None = None
+    requested_by: str | None = None
+    """Email of the run's user (not the default user), for a Co-authored-by trailer."""
 
 
 class FinalizeRun(Command):

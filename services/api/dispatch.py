@@ -6,12 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import outbox
 from services.api.lifecycle import PHASES, TaskStatus
-from services.api.models import Run, RunEvent, TaskState
+from services.api.models import DEFAULT_USER_ID, Run, RunEvent, TaskState, User
 from shared.messages import (
     ApplyAndPublish,
     CodexShard,
@@ -61,7 +62,9 @@ def _discovery(run: Run) -> DiscoverySummary:
     return summary
 
 
-def build_command(run: Run, task: TaskName, attempt: int) -> Command:
+def build_command(
+    run: Run, task: TaskName, attempt: int, *, requested_by: str | None = None
+) -> Command:
     """The command for `task`, from the run's request and earlier stages' outputs."""
     common: dict[str, Any] = {
         "message_id": command_id(run.id, task, attempt),
@@ -98,6 +101,7 @@ def build_command(run: Run, task: TaskName, attempt: int) -> Command:
             patch=codex.patch,
             codex_task_id=codex.codex_task_id,
             spec_title=found.spec_title,
+            requested_by=requested_by,
         )
     kind = COMMAND_TYPES[task]
     extra: dict[str, Any] = {"shard": shard_of(run)}
@@ -117,7 +121,12 @@ async def dispatch(session: AsyncSession, run: Run, task: TaskName) -> Command:
 
     Adds a task row and its command, in the caller's transaction.
     """
-    command = build_command(run, task, run.attempt)
+    requested_by = None
+    if task is TaskName.APPLY_AND_PUBLISH and run.created_by != DEFAULT_USER_ID:
+        requested_by = await session.scalar(
+            select(User.email).where(User.id == run.created_by)
+        )
+    command = build_command(run, task, run.attempt, requested_by=requested_by)
     await session.execute(
         insert(TaskState)
         .values(

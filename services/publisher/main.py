@@ -25,6 +25,7 @@ handlers.configure(
         git_timeout=settings.git_timeout,
         branch_prefix=settings.branch_prefix,
         author=Identity(settings.author_name, settings.author_email),
+        co_author=settings.co_author,
         labels=settings.labels,
         max_files=settings.max_files,
         max_lines=settings.max_lines,

@@ -32,8 +32,14 @@ def branch_name(prefix: str, feature_key: str, task_id: str, run_id: UUID) -> st
     return f"{prefix.strip('/')}/{feature_key}/{task_id}-{str(run_id)[:8]}"
 
 
-def commit_message(feature_key: str, task: DiscoveredTask, run_id: UUID) -> str:
-    return f"{feature_key}: {task.task_id} {task.description}\n\n{TRAILER}: {run_id}\n"
+def commit_message(
+    feature_key: str, task: DiscoveredTask, run_id: UUID, co_author: str | None = None
+) -> str:
+    """`<feature>: <task id> <title>`, the run trailer, the requester as co-author."""
+    trailers = f"{TRAILER}: {run_id}\n"
+    if co_author:
+        trailers += f"Co-authored-by: {co_author.split('@', 1)[0]} <{co_author}>\n"
+    return f"{feature_key}: {task.task_id} {task.description}\n\n{trailers}"
 
 
 def carries_run(message: str, run_id: UUID) -> bool:

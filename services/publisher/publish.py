@@ -53,6 +53,7 @@ class Deps:
         labels: list[str] | None = None,
         max_files: int = 200,
         max_lines: int = 20000,
+        co_author: bool = True,
     ) -> None:
         self.internal_api = internal_api
         self.artifacts_root = artifacts_root
@@ -65,6 +66,7 @@ class Deps:
         self.labels = list(labels or [])
         self.max_files = max_files
         self.max_lines = max_lines
+        self.co_author = co_author
 
 
 def _fail(code: str, message: str, *, retryable: bool = False) -> TaskError:
@@ -139,7 +141,12 @@ class _Publisher:
         await self._check_policy(files)
         tasks_path = f"specs/{cmd.feature_key}/tasks.md"
         remaining = await space.check_task(tasks_path, cmd.spec_task.task_id)
-        message = policy.commit_message(cmd.feature_key, cmd.spec_task, cmd.run_id)
+        message = policy.commit_message(
+            cmd.feature_key,
+            cmd.spec_task,
+            cmd.run_id,
+            co_author=cmd.requested_by if deps.co_author else None,
+        )
         sha = await space.commit(message, deps.author, cmd.base_sha)
         branch = policy.branch_name(
             deps.branch_prefix, cmd.feature_key, cmd.spec_task.task_id, cmd.run_id

@@ -30,6 +30,8 @@ class Settings(WorkerSettings):
         "spec-workflow@users.noreply.github.com",
         validation_alias="PUBLISH_AUTHOR_EMAIL",
     )
+    co_author: bool = Field(True, validation_alias="PUBLISH_CO_AUTHOR")
+    """Credit the run's user (token mode) with a Co-authored-by trailer."""
     labels: list[str] = Field(default_factory=list, validation_alias="PUBLISH_LABELS")
     max_files: int = Field(200, ge=1, validation_alias="PUBLISH_MAX_FILES")
     max_lines: int = Field(20000, ge=1, validation_alias="PUBLISH_MAX_LINES")

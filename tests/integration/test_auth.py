@@ -12,15 +12,18 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from services.api import accounts
 from services.api.db import Database
 from services.api.main import create_app
 from services.api.models import ApiToken
+from services.api.models import User as UserRow
 from services.api.settings import Settings
+from shared.messages import ApplyAndPublish, TaskName
 from tests.support.api import RUNS, wait_for
 from tests.support.canary import INTERNAL_TOKEN
+from tests.support.harness import StageHarness
 
 PUBLIC = {"/healthz", "/readyz"}
 
@@ -222,3 +225,20 @@ async def test_only_hashes_of_tokens_are_stored(
     assert row is not None
     assert row.token_hash == accounts.hash_token(alice.token)
     assert alice.token not in (row.token_hash, row.prefix, row.name)
+
+
+async def test_publish_command_names_the_requesting_user(
+    token_api: httpx.AsyncClient, stages: StageHarness, database: Database, alice: User
+) -> None:
+    key = f"c-{uuid.uuid4().hex[:8]}"
+    created = await token_api.post(
+        RUNS, json={"repository": "acme/shop", "featureKey": key}, headers=alice.headers
+    )
+    await wait_for(token_api, created.json()["id"], headers=alice.headers)
+    async with database.new_session() as session:
+        email = await session.scalar(
+            select(UserRow.email).where(UserRow.id == alice.id)
+        )
+    (publish,) = stages.commands(key, TaskName.APPLY_AND_PUBLISH)
+    assert isinstance(publish, ApplyAndPublish)
+    assert publish.requested_by == email

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from services.publisher import policy
 from services.publisher.policy import FileStat
@@ -82,3 +82,20 @@ def test_numstat_parses_binary_files() -> None:
 def test_pr_title_is_capped() -> None:
     long = DiscoveredTask(task_id="T003", description="x" * 400)
     assert len(policy.pr_title(long)) == policy.MAX_TITLE
+
+
+def test_commit_message_credits_the_requesting_user() -> None:
+    task = DiscoveredTask(task_id="T003", description="Add the cart")
+    run_id = uuid4()
+    message = policy.commit_message(
+        "042-checkout", task, run_id, co_author="ada@example.com"
+    )
+    assert message.splitlines() == [
+        "042-checkout: T003 Add the cart",
+        "",
+        f"Spec-Workflow-Run: {run_id}",
+        "Co-authored-by: ada <ada@example.com>",
+    ]
+    assert policy.carries_run(message, run_id)
+    plain = policy.commit_message("042-checkout", task, run_id)
+    assert "Co-authored-by" not in plain
