@@ -28,6 +28,7 @@ __all__ = [
     "DLX",
     "EXCHANGE",
     "LOGS_EXCHANGE",
+    "LOG_RECORDS",
     "Route",
     "all_queues",
     "codex_cancel_queue",
@@ -35,6 +36,7 @@ __all__ = [
     "codex_queue_name",
     "codex_volume_name",
     "declare_topology",
+    "log_queue",
     "queue_for",
     "route_of",
 ]
@@ -92,6 +94,31 @@ def codex_cancel_queue(shard: int) -> RabbitQueue:
     )
 
 
+LOG_QUEUE_MAX_LENGTH = 200_000
+
+
+def log_queue(service: str, purpose: str = "log_records") -> RabbitQueue:
+    """Quorum queue `<service>.<purpose>` bound to `spec_workflow.logs` with `log.#`.
+
+    No DLX: a log record that cannot be stored is dropped, never dead-lettered, and
+    past `LOG_QUEUE_MAX_LENGTH` the oldest records go first (logs are lossy by
+    design; the shipper already drops when the broker is slow).
+    """
+    arguments: QuorumQueueArgs = {
+        "x-max-length": LOG_QUEUE_MAX_LENGTH,
+        "x-overflow": "drop-head",
+    }
+    return RabbitQueue(
+        f"{service}.{purpose}",
+        queue_type=QueueType.QUORUM,
+        routing_key="log.#",
+        arguments=arguments,
+    )
+
+
+LOG_RECORDS = log_queue("api")
+"""The API's sink consumer stores these in `log_records`."""
+
 DEAD_LETTERS = RabbitQueue(
     "api.dead_letters", queue_type=QueueType.QUORUM, routing_key=""
 )
@@ -118,9 +145,12 @@ API_QUEUES: tuple[RabbitQueue, ...] = (
 
 
 def all_queues(shards: int) -> list[RabbitQueue]:
-    """Every durable queue for `shards` Codex shards (dead letters excluded)."""
+    """Every durable queue for `shards` Codex shards (dead letters excluded).
+
+    `LOG_RECORDS` is bound to `spec_workflow.logs`, the others to `spec_workflow`.
+    """
     codex = [q for n in range(shards) for q in (codex_queue(n), codex_cancel_queue(n))]
-    return [*API_QUEUES, *WORKER_QUEUES, *codex]
+    return [*API_QUEUES, *WORKER_QUEUES, *codex, LOG_RECORDS]
 
 
 async def declare_topology(broker: RabbitBroker, shards: int) -> None:
@@ -132,9 +162,10 @@ async def declare_topology(broker: RabbitBroker, shards: int) -> None:
     """
     exchange = await broker.declare_exchange(EXCHANGE)
     dlx = await broker.declare_exchange(DLX)
-    await broker.declare_exchange(LOGS_EXCHANGE)
+    logs = await broker.declare_exchange(LOGS_EXCHANGE)
     dead = await broker.declare_queue(DEAD_LETTERS)
     await dead.bind(dlx, routing_key="")
     for queue in all_queues(shards):
         declared = await broker.declare_queue(queue)
-        await declared.bind(exchange, routing_key=queue.routing())
+        target = logs if queue.name == LOG_RECORDS.name else exchange
+        await declared.bind(target, routing_key=queue.routing())

@@ -8,6 +8,7 @@ from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 
 from shared.logging import configure_logging
+from shared.logship import install as install_log_shipper
 from shared.metrics import configure_metrics
 from shared.redaction import register_settings_secrets
 from shared.settings import ServiceSettings
@@ -29,6 +30,7 @@ def build_worker(
     )
     broker.include_router(router)
     app = FastStream(broker, logger=logging.getLogger(f"{service}.app"))
+    shipper = install_log_shipper(service, broker)
 
     @app.on_startup
     async def declare() -> None:
@@ -36,5 +38,10 @@ def build_worker(
         # so `mandatory` commands find their queues whichever service starts first.
         await broker.connect()
         await declare_topology(broker, settings.codex_shards)
+        shipper.start()
+
+    @app.on_shutdown
+    async def stop_shipping() -> None:
+        await shipper.stop()
 
     return app

@@ -16,6 +16,7 @@ class RunError(Exception):
       + ActiveRunExists
       + IdempotencyKeyReused
       + InvalidCursor
+      + InvalidLogQuery
       + Unauthorized
       + CredentialNotFound
       + ShardNotAssigned
@@ -79,6 +80,12 @@ class InvalidCursor(RunError):
     """The pagination cursor was not issued by this API."""
 
     code = "invalid_cursor"
+
+
+class InvalidLogQuery(RunError):
+    """A `GET /api/logs` filter that is not valid (level, details key, time range)."""
+
+    code = "invalid_log_query"
 
 
 class Unauthorized(RunError):

@@ -14,7 +14,7 @@ from faststream.rabbit import RabbitRouter
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import dead_letters, manifest, outbox, shards, transitions
+from services.api import dead_letters, logsink, manifest, outbox, shards, transitions
 from services.api.db import SessionDep, retry_while_unavailable
 from services.api.deps import SettingsDep
 from services.api.settings import Settings
@@ -31,7 +31,14 @@ from shared.messages import (
 from shared.metrics import Metrics, get_metrics
 from shared.observer import observe_task
 from shared.routing import Route
-from shared.topology import DEAD_LETTERS, DLX, EXCHANGE, queue_for
+from shared.topology import (
+    DEAD_LETTERS,
+    DLX,
+    EXCHANGE,
+    LOG_RECORDS,
+    LOGS_EXCHANGE,
+    queue_for,
+)
 
 E = TypeVar("E", bound=Message)
 
@@ -207,5 +214,8 @@ def build_router() -> RabbitRouter:
     router.subscriber(DEAD_LETTERS, DLX, decoder=_decode_dead_letter)(on_dead_letter)
     router.subscriber(queue_for("api", Route.CODEX_VOLUME_CHECKED), EXCHANGE)(
         on_codex_volume_checked
+    )
+    router.subscriber(LOG_RECORDS, LOGS_EXCHANGE, decoder=logsink.decode_raw)(
+        logsink.on_log_records
     )
     return router

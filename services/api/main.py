@@ -29,6 +29,7 @@ from services.api import (
     db,
     events,
     internal_routes,
+    log_routes,
     routes,
 )
 from services.api.errors import (
@@ -37,6 +38,7 @@ from services.api.errors import (
     CredentialNotFound,
     IdempotencyKeyReused,
     InvalidCursor,
+    InvalidLogQuery,
     NoFreeShard,
     RunError,
     RunNotCancellable,
@@ -49,6 +51,8 @@ from services.api.models import DEFAULT_USER_ID
 from services.api.settings import AuthMode, Settings
 from services.api.vault import Keyring, dev_secret_file, load_keyring
 from shared.logging import configure_logging
+from shared.logship import LogShipper
+from shared.logship import install as install_log_shipper
 from shared.metrics import configure_metrics
 from shared.redaction import register_settings_secrets
 from shared.topology import declare_topology
@@ -61,6 +65,7 @@ HTTP_STATUS: dict[type[RunError], int] = {
     ActiveRunExists: 409,
     IdempotencyKeyReused: 422,
     InvalidCursor: 422,
+    InvalidLogQuery: 422,
     Unauthorized: 401,
     CredentialNotFound: 404,
     ShardNotAssigned: 409,
@@ -230,8 +235,12 @@ async def startup(api: FastAPI) -> AsyncIterator[None]:
         logger.info(
             "Seeded the default user's missing keys: {providers}", providers=seeded
         )
-    yield
-    await database.dispose()
+    try:
+        yield
+    finally:
+        shipper: LogShipper = api.state.log_shipper
+        await shipper.stop()
+        await database.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastStreamAPI:
@@ -253,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
         logger=logging.getLogger("api.broker"),
     )
     broker.include_router(events.build_router())
+    shipper = install_log_shipper("api", broker)
 
     token_mode = settings.auth_mode is AuthMode.TOKEN
     api = FastAPI(
@@ -268,9 +278,11 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.database = database
     api.state.keyring = keyring
     api.state.internal_token = internal_token
+    api.state.log_shipper = shipper
     api.include_router(routes.router)
     api.include_router(credential_routes.me)
     api.include_router(internal_routes.internal)
+    api.include_router(log_routes.logs)
     _install_error_handlers(api)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
@@ -299,6 +311,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
         await b.connect()
         await declare_topology(b, settings.codex_shards)
         await b.start()
+        shipper.start()
 
     return FastStreamAPI(
         broker, application=api, safe_connection=True, connection_hook=connect

@@ -329,3 +329,30 @@ class RunEvent(Base):
     attempt: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = _now()
+
+
+class LogRecord(Base):
+    """One shipped log line (`spec_workflow.logs`); pruned after LOG_RETENTION_DAYS.
+
+    No foreign key to runs: records may arrive before or outlive their run row.
+    """
+
+    __tablename__ = "log_records"
+    __table_args__ = (
+        Index("ix_log_records_run_id_id", "run_id", "id"),
+        Index("ix_log_records_ts", "ts"),
+        Index("ix_log_records_service_level", "service", "level"),
+        Index("ix_log_records_details", "details", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    service: Mapped[str] = mapped_column(String(64))
+    level: Mapped[str] = mapped_column(String(16))
+    level_no: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[UUID | None]
+    task: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    exception: Mapped[str | None] = mapped_column(Text)

@@ -25,12 +25,13 @@ from faststream.rabbit.schemas import Channel
 from loguru import logger
 from sqlalchemy import delete, select
 
-from services.api import transitions
+from services.api import logsink, transitions
 from services.api.db import Database, is_unavailable
 from services.api.models import InboxRow, OutboxRow
 from services.api.outbox import NOTIFY_CHANNEL
 from services.api.settings import Settings
 from shared.logging import configure_logging
+from shared.logship import install as install_log_shipper
 from shared.metrics import configure_metrics, get_metrics
 from shared.topology import EXCHANGE, declare_topology
 
@@ -142,9 +143,23 @@ class Relay:
             await session.execute(
                 delete(InboxRow).where(InboxRow.received_at < horizon)
             )
+        await self.prune_logs(now)
         if handled:
             self.wake.set()
         return handled
+
+    async def prune_logs(self, now: datetime) -> int:
+        """Delete log records older than LOG_RETENTION_DAYS."""
+        horizon = logsink.retention_horizon(now, self.settings.log_retention_days)
+        async with self.database.new_session() as session, session.begin():
+            pruned = await logsink.prune(session, horizon)
+        if pruned:
+            logger.info(
+                "Pruned {n} log records older than {horizon}",
+                n=pruned,
+                horizon=horizon.isoformat(),
+            )
+        return pruned
 
     async def _listen(self) -> asyncpg.Connection | None:
         dsn = str(self.settings.database_url).replace(
@@ -216,6 +231,8 @@ async def run(settings: Settings) -> None:
     broker = build_broker(settings)
     await broker.connect()
     await declare_topology(broker, settings.codex_shards)
+    shipper = install_log_shipper("relay", broker)
+    shipper.start()
     relay = Relay(settings, database, broker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,9 +241,10 @@ async def run(settings: Settings) -> None:
     try:
         await relay.serve()
     finally:
+        logger.info("Outbox relay stopped")
+        await shipper.stop()
         await broker.stop()
         await database.dispose()
-        logger.info("Outbox relay stopped")
 
 
 def main() -> None:

@@ -259,3 +259,21 @@ class ShardClaimed(CamelModel):
     shard_index: int
     queue: str
     volume: str
+
+
+class LogOut(CamelModel):
+    id: int
+    time: datetime = Field(validation_alias="ts")
+    service: str
+    level: str
+    message: str
+    run_id: UUID | None
+    task: str | None
+    attempt: int | None
+    details: dict[str, Any]
+    exception: str | None
+
+
+class LogList(CamelModel):
+    items: list[LogOut]
+    next_cursor: str | None

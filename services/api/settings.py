@@ -42,6 +42,7 @@ class Settings(ServiceSettings):
     outbox_retention_hours: float = Field(
         24.0, gt=0, validation_alias="OUTBOX_RETENTION_HOURS"
     )
+    log_retention_days: float = Field(14.0, gt=0, validation_alias="LOG_RETENTION_DAYS")
 
     @field_validator("database_url", mode="before")
     @classmethod

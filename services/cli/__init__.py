@@ -12,11 +12,12 @@ import typer
 
 from services.cli import demo as demo_run
 from services.cli import launcher
+from services.cli import logs as log_view
 from services.cli import tap as taps
 from services.cli.accounts import secrets_app, tokens_app, users_app
 from services.cli.broker import amqp_target, management_client, setup_broker
 from services.cli.common import read_settings
-from services.cli.runs import runs_app
+from services.cli.runs import call, runs_app
 from services.cli.settings import (
     BrokerSettings,
     DatabaseSettings,
@@ -68,6 +69,36 @@ def demo(
     """Create a run on the running API and follow it to its end."""
     base_url = read_settings(LauncherSettings).base_url
     raise typer.Exit(demo_run.run_demo(base_url, repository, feature_key, timeout))
+
+
+@app.command()
+def logs(
+    run: Annotated[str | None, typer.Option("--run", help="the run's id")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep polling for new records")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON record per line (JSONL)")
+    ] = False,
+    level: Annotated[
+        str | None, typer.Option("--level", help="minimum level, e.g. warning")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="only this service")
+    ] = None,
+) -> None:
+    """Stored log records (GET /api/logs), oldest first; Ctrl-C ends --follow."""
+    filters: dict[str, str | int | None] = {
+        "runId": run,
+        "level": level,
+        "service": service,
+    }
+    with contextlib.suppress(KeyboardInterrupt):
+        call(
+            lambda client: log_view.print_logs(
+                client, filters, emit=typer.echo, as_json=as_json, follow=follow
+            )
+        )
 
 
 @app.command()

@@ -147,3 +147,14 @@ async def follow_events(
             event = parser.feed(line)
             if event is not None:
                 yield json.loads(event.data)
+
+
+LOGS = "/api/logs"
+
+
+async def list_logs(
+    client: httpx.AsyncClient, params: dict[str, str | int | None]
+) -> dict[str, Any]:
+    """One page of `GET /api/logs` (`{"items": [...], "nextCursor": ...}`)."""
+    query = {name: value for name, value in params.items() if value is not None}
+    return _json(await client.get(LOGS, params=query))

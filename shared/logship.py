@@ -1,0 +1,259 @@
+"""Ship log records to the `spec_workflow.logs` exchange without ever blocking.
+
+`LogShipper.sink` is a loguru sink (added after `configure_logging()` through
+`add_sink`, so records are already redacted). It shapes each record into a small JSON
+dict and appends it to a bounded buffer; when the buffer is full the record is dropped
+and counted, never waited for. A background task publishes the buffer in batches, one
+message per `log.<service>.<level>` routing key holding a JSON list, non-persistent,
+not mandatory, each publish bounded by `timeout`: a dead or slow broker only costs
+dropped records. Dropped counts are reported every `report_interval` as one WARNING
+line (not shipped) and the StatsD counter `log_records_dropped`.
+
+Records of the shipper itself and of the AMQP client libraries are never shipped, nor
+the broker loggers' per-message chatter below WARNING (the log consumer's own
+deliveries would otherwise feed themselves).
+
+The buffer is a `collections.deque` checked against `maxsize`: appends are atomic
+under the GIL, so a sink called from another thread (stdlib logging) is safe, which an
+`asyncio.Queue` is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from shared.logging import add_sink
+from shared.metrics import get_metrics
+from shared.redaction import redact_text
+from shared.topology import LOGS_EXCHANGE
+
+if TYPE_CHECKING:
+    from faststream.rabbit import RabbitBroker
+    from loguru import Message, Record
+
+NO_SHIP = "no_ship"
+"""`logger.bind(no_ship=True)`: a record that stays on stdout only."""
+
+QUIET_PREFIXES = ("aio_pika", "aiormq", "pamqp", "faststream", "shared.logship")
+"""Loggers whose records are never shipped (publishing would log about itself)."""
+
+CONTEXT_KEYS = ("run_id", "task", "attempt")
+MAX_MESSAGE = 8_192
+MAX_EXCEPTION = 16_384
+
+Publish = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+"""`publish(routing_key, records)`: one message holding a JSON list."""
+
+
+def should_ship(record: Record) -> bool:
+    """False for records that would feed the shipper back into itself."""
+    extra = record["extra"]
+    if extra.get(NO_SHIP):
+        return False
+    names = (str(record["name"] or ""), str(extra.get("logger_name", "")))
+    if any(n.startswith(QUIET_PREFIXES) for n in names):
+        return False
+    # FastStream's Received/Processed lines go through `<service>.broker`/`.app`.
+    logger_name = names[1]
+    return not (logger_name.endswith((".broker", ".app")) and record["level"].no < 30)
+
+
+def shape(record: Record, service: str) -> dict[str, Any]:
+    """The small JSON dict stored by the sink consumer."""
+    extra = dict(record["extra"])
+    extra.pop("service", None)
+    shaped: dict[str, Any] = {
+        "time": record["time"].astimezone(UTC).isoformat(),
+        "level": record["level"].name,
+        "service": str(record["extra"].get("service") or service),
+        "message": record["message"][:MAX_MESSAGE],
+    }
+    for key in CONTEXT_KEYS:
+        value = extra.pop(key, None)
+        shaped[key] = None if value is None else value
+    shaped["details"] = extra
+    exception = record["exception"]
+    if exception is not None and exception.type is not None:
+        text = "".join(
+            traceback.format_exception(
+                exception.type, exception.value, exception.traceback
+            )
+        )
+        shaped["exception"] = redact_text(text[-MAX_EXCEPTION:])
+    return shaped
+
+
+def routing_key(service: str, level: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in service)
+    return f"log.{safe or 'unknown'}.{level.lower()}"
+
+
+class LogShipper:
+    """A bounded, non-blocking buffer between loguru and the logs exchange."""
+
+    def __init__(
+        self,
+        service: str,
+        publish: Publish,
+        *,
+        maxsize: int = 10_000,
+        batch_size: int = 500,
+        timeout: float = 2.0,
+        flush_interval: float = 0.2,
+        report_interval: float = 30.0,
+    ) -> None:
+        self.service, self.publish = service, publish
+        self.maxsize, self.batch_size, self.timeout = maxsize, batch_size, timeout
+        self.flush_interval, self.report_interval = flush_interval, report_interval
+        self.buffer: deque[dict[str, Any]] = deque()
+        self.dropped = 0
+        self.shipped = 0
+        self._reported = 0
+        self._sink_id: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- the sink: called by loguru for every record ---------------------------------
+
+    def sink(self, message: Message) -> None:
+        """Never blocks and never raises into the logging call."""
+        try:
+            record = message.record
+            if not should_ship(record):
+                return
+            if len(self.buffer) >= self.maxsize:
+                self.dropped += 1
+                return
+            self.buffer.append(shape(record, self.service))
+        except Exception:
+            self.dropped += 1
+
+    def attach(self, **options: Any) -> None:
+        """Add (or re-add, after `configure_logging` removed it) the loguru sink."""
+        if self._sink_id is not None:
+            with contextlib.suppress(ValueError):
+                logger.remove(self._sink_id)
+        # catch=False: the sink never raises; enqueue=False: it never blocks.
+        self._sink_id = add_sink(self.sink, catch=False, **options)
+
+    # -- the background side ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start publishing and reporting on the running loop (idempotent)."""
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._ship_forever(), name="log-shipper"),
+            asyncio.create_task(self._report_forever(), name="log-shipper-report"),
+        ]
+
+    async def stop(self, *, flush_timeout: float = 2.0) -> None:
+        """Stop the tasks, try one last flush within `flush_timeout`, detach."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(self.flush(), flush_timeout)
+        self.report()
+        if self._sink_id is not None:
+            with contextlib.suppress(ValueError):
+                logger.remove(self._sink_id)
+            self._sink_id = None
+
+    async def flush(self) -> int:
+        """Publish everything buffered now; returns how many records were sent."""
+        sent = 0
+        while self.buffer:
+            sent += await self.flush_batch()
+        return sent
+
+    async def flush_batch(self) -> int:
+        batch: list[dict[str, Any]] = []
+        while self.buffer and len(batch) < self.batch_size:
+            batch.append(self.buffer.popleft())
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for item in batch:
+            key = routing_key(item["service"], item["level"])
+            groups.setdefault(key, []).append(item)
+        sent = 0
+        for key, items in groups.items():
+            try:
+                await asyncio.wait_for(self.publish(key, items), self.timeout)
+            except asyncio.CancelledError:
+                self.dropped += len(items)
+                raise
+            except Exception:  # broker down or slow: drop, count, carry on
+                self.dropped += len(items)
+                continue
+            sent += len(items)
+        self.shipped += sent
+        return sent
+
+    async def _ship_forever(self) -> None:
+        while True:
+            if self.buffer:
+                await self.flush_batch()
+            else:
+                await asyncio.sleep(self.flush_interval)
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval)
+            self.report()
+
+    def report(self) -> int:
+        """Log and count records dropped since the last report; returns that count."""
+        new = self.dropped - self._reported
+        if new <= 0:
+            return 0
+        self._reported += new
+        with contextlib.suppress(Exception):
+            get_metrics().incr("log_records_dropped", new, service=self.service)
+        logger.bind(**{NO_SHIP: True}).warning(
+            "Log shipper dropped {count} records ({total} in all): buffer full or "
+            "broker unavailable",
+            count=new,
+            total=self.dropped,
+        )
+        return new
+
+
+def broker_publisher(broker: RabbitBroker, *, timeout: float = 2.0) -> Publish:
+    """`Publish` over a FastStream broker: non-persistent, not mandatory."""
+
+    async def publish(key: str, records: list[dict[str, Any]]) -> None:
+        body = json.dumps(records, default=str, separators=(",", ":")).encode()
+        await broker.publish(
+            body,
+            exchange=LOGS_EXCHANGE,
+            routing_key=key,
+            persist=False,
+            mandatory=False,
+            content_type="application/json",
+            timeout=timeout,
+        )
+
+    return publish
+
+
+def install(
+    service: str, broker: RabbitBroker, *, timeout: float = 2.0, **options: Any
+) -> LogShipper:
+    """Create a shipper over `broker` and attach its sink; call `start()` once the
+    broker is connected (records logged before are buffered)."""
+    shipper = LogShipper(
+        service, broker_publisher(broker, timeout=timeout), timeout=timeout, **options
+    )
+    shipper.attach()
+    return shipper
