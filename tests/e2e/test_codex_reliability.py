@@ -334,4 +334,9 @@ async def test_cancel_mid_run_stops_the_container_and_a_retry_works(
         if e["kind"] == "task_cancelled" and e["taskName"] == "submit_codex_job"
     ]
     assert len(cancels) == 1, cancels
+    retry_start = (
+        "moonmind.spec_workflow.task_start:1|c|#task:submit_codex_job,attempt:2,"
+        "status:running,retry:true"
+    )
+    assert retry_start in rstack.datagrams()  # the retried attempt is tagged so
     assert "Cancel of run " + run_id + ": agent stopped" in rstack.log(RUNNER)

@@ -8,12 +8,14 @@ state machine.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from shared.messages import PIPELINE
 from tests.support.specrepo import FEATURE_KEY, FIRST_OPEN_TASK
 from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack
 
@@ -137,6 +139,48 @@ async def test_run_publishes_a_pull_request_from_a_real_patch(
     await asyncio.sleep(0.2)
     wire = stack.datagrams()
     prefix = "moonmind.spec_workflow"
+    lines = [parse_metric(w) for w in wire]
+    for task in PIPELINE:  # every task of the run, by the runbook's names and tags
+        mine = [m for m in lines if m.tags.get("task") == task]
+        starts = [m for m in mine if m.name == f"{prefix}.task_start"]
+        successes = [m for m in mine if m.name == f"{prefix}.task_success"]
+        timings = [m for m in mine if m.name == f"{prefix}.task_duration"]
+        assert [(m.value, m.kind, m.tags) for m in starts] == [
+            (1.0, "c", {"task": task, "attempt": "1", "status": "running",
+                        "retry": "false"})
+        ], mine  # fmt: skip
+        assert [(m.value, m.kind, m.tags) for m in successes] == [
+            (1.0, "c", {"task": task, "attempt": "1", "status": "success"})
+        ], mine
+        assert len(timings) == 1, mine
+        assert timings[0].kind == "ms"
+        assert timings[0].tags == {"task": task, "attempt": "1", "status": "success"}
+        assert timings[0].value >= 0
+        assert not [m for m in mine if m.name == f"{prefix}.task_failure"]
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        records: list[dict[str, Any]] = []
+        for _ in range(100):  # the sink stores what the services shipped
+            reply = await client.get(
+                "/api/logs", params={"runId": run_id, "limit": 500, "order": "asc"}
+            )
+            assert reply.status_code == 200, reply.text
+            records = reply.json()["items"]
+            if {"preflight", "codex_runner", "publisher", "api"} <= {
+                r["service"] for r in records
+            }:
+                break
+            await asyncio.sleep(0.1)
+        services = {r["service"] for r in records}
+        assert {"preflight", "codex_runner", "publisher", "api"} <= services, services
+        runner = await client.get(
+            "/api/logs",
+            params={"runId": run_id, "details.codex_volume": "codex_auth_0"},
+        )
+        shard_volumes = {
+            r["details"].get("codex_volume") for r in runner.json()["items"]
+        }
+        assert shard_volumes <= {"codex_auth_0"}
+        assert GITHUB_TOKEN not in reply.text
     assert (
         f"{prefix}.task_start:1|c|#task:discover_next_phase,attempt:1,"
         "status:running,retry:false"
@@ -158,6 +202,23 @@ async def test_run_publishes_a_pull_request_from_a_real_patch(
     assert GITHUB_TOKEN not in codex_log
     publisher_log = stack.log("publisher")
     assert GITHUB_TOKEN not in publisher_log
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    value: float
+    kind: str
+    tags: dict[str, str]
+
+
+def parse_metric(line: str) -> Metric:
+    """`name:value|type|#k:v,k:v` (DogStatsD) into its parts."""
+    head, _, rest = line.partition("|")
+    name, _, value = head.rpartition(":")
+    kind, _, tag_part = rest.partition("|#")
+    tags = dict(pair.split(":", 1) for pair in tag_part.split(",") if pair)
+    return Metric(name, float(value), kind, tags)
 
 
 def running(pid: int) -> bool:
