@@ -14,9 +14,13 @@ MANAGEMENT_URL := http://127.0.0.1:15672
 # down -- unless `make podman` had left the service running, which it then reuses and keeps
 PODMAN_RUN := bash .ci/podman-env.sh run
 BENCH_N ?= 10
+BENCH_LOG_RECORDS ?= 200000
+BENCH_LOG_ROWS ?= 1000000
+BENCH_LOG_RUNS ?= 2000
+BENCH_LOG_QUERIES ?= 500
 
 .PHONY: help venv services up down status demo fmt lint test test-unit test-integration test-e2e check \
-	podman podman-down compose-up compose-down bench-codex
+	podman podman-down compose-up compose-down bench-codex bench-logs
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -92,6 +96,9 @@ check: lint test ## lint, then the whole suite
 
 bench-codex: $(STAMP) services ## submit_codex_job pipeline vs `codex exec` alone, BENCH_N each (default 10) -> docs/benchmarks.md
 	BENCH_N=$(BENCH_N) $(PODMAN_RUN) $(BIN)/python -m tests.bench.bench_codex
+
+bench-logs: $(STAMP) services ## log sink ingest records/s and GET /api/logs?runId= latency over BENCH_LOG_ROWS rows -> docs/benchmarks.md
+	BENCH_LOG_RECORDS=$(BENCH_LOG_RECORDS) BENCH_LOG_ROWS=$(BENCH_LOG_ROWS) BENCH_LOG_RUNS=$(BENCH_LOG_RUNS) BENCH_LOG_QUERIES=$(BENCH_LOG_QUERIES) $(BIN)/python -m tests.bench.bench_logs
 
 # `up --wait` fails when a one-shot container exits, even with 0 (docker/compose#10596):
 # bring up the servers, run the one-shot setup to completion, then the long-running rest.
