@@ -33,9 +33,7 @@ async def run_secrets(
     """
     wanted = list(dict.fromkeys(body.providers))
     async with session.begin():
-        run = await runs.get_run(
-            session, run_id, owner=None, tasks=False, artifacts=False, audits=False
-        )
+        run = await runs.visible_run(session, run_id, owner=None)
         found = await credentials.reveal(session, keyring, run.created_by, wanted)
     logger.info(
         "Released {n} of {m} requested keys of run {run}",

@@ -222,14 +222,7 @@ async def run_events(
     if wants_event_stream(accept):
         start = after if last_event_id is None else last_event_id
         async with session.begin():
-            run = await runs.get_run(
-                session,
-                run_id,
-                owner=caller.user_id,
-                tasks=False,
-                artifacts=False,
-                audits=False,
-            )
+            run = await runs.visible_run(session, run_id, owner=caller.user_id)
             ended = run.status in TERMINAL_RUN and start >= run.event_seq
         if ended:  # 204 is what tells an EventSource to stop reconnecting
             return Response(status_code=204)
@@ -239,14 +232,7 @@ async def run_events(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     async with session.begin():
-        await runs.get_run(
-            session,
-            run_id,
-            owner=caller.user_id,
-            tasks=False,
-            artifacts=False,
-            audits=False,
-        )
+        await runs.visible_run(session, run_id, owner=caller.user_id)
         rows = (
             await session.scalars(
                 select(RunEvent)
@@ -292,14 +278,7 @@ async def download_artifact(
     caller: PrincipalDep,
 ) -> FileResponse:
     async with session.begin():
-        await runs.get_run(
-            session,
-            run_id,
-            owner=caller.user_id,
-            tasks=False,
-            artifacts=False,
-            audits=False,
-        )
+        await runs.visible_run(session, run_id, owner=caller.user_id)
         artifact = await session.scalar(
             select(Artifact).where(
                 Artifact.id == artifact_id, Artifact.run_id == run_id

@@ -342,6 +342,16 @@ async def list_runs(
     return list((await session.scalars(query)).all())
 
 
+async def visible_run(
+    session: AsyncSession, run_id: UUID, *, owner: UUID | None
+) -> Run:
+    """The run without its relations: for routes that only need it to exist for
+    the caller (else RunNotFound)."""
+    return await get_run(
+        session, run_id, owner=owner, tasks=False, artifacts=False, audits=False
+    )
+
+
 def task_summary(run: Run) -> list[TaskState]:
     """Latest attempt of each task, in pipeline order."""
     latest: dict[str, TaskState] = {}

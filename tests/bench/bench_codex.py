@@ -553,10 +553,10 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def replace_section(text: str, section: str) -> str:
-    """`text` with its `## bench-codex` section (up to the next `## `) replaced."""
+def replace_section(text: str, section: str, heading: str = SECTION) -> str:
+    """`text` with its `heading` section (up to the next `## `) replaced."""
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
     if start is None:
         base = text.rstrip("\n")
         return f"{base}\n\n{section}" if base else DOC_HEADER + section
@@ -568,6 +568,14 @@ def replace_section(text: str, section: str) -> str:
     return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
 
 
+def write_section(path: Path, section: str, heading: str) -> None:
+    """Print the section and put it into the benchmarks document, keeping the rest."""
+    sys.stdout.write(section)
+    old = path.read_text() if path.is_file() else ""
+    path.write_text(replace_section(old, section, heading))
+    sys.stderr.write(f"[{heading[3:]}] wrote the {heading!r} section of {path}\n")
+
+
 def main() -> int:
     settings = BenchSettings()
     try:
@@ -575,12 +583,7 @@ def main() -> int:
     except BenchError as exc:
         sys.stderr.write(f"[bench-codex] failed: {exc}\n")
         return 1
-    section = render(report)
-    sys.stdout.write(section)
-    path = settings.output
-    old = path.read_text() if path.is_file() else ""
-    path.write_text(replace_section(old, section))
-    sys.stderr.write(f"[bench-codex] wrote the {SECTION!r} section of {path}\n")
+    write_section(settings.output, render(report), SECTION)
     return 0
 
 

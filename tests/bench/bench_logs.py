@@ -48,7 +48,7 @@ from services.api.main import create_app
 from services.api.migrate import prepare_database
 from services.api.settings import Settings
 from shared.logship import LogShipper, broker_publisher
-from tests.bench.bench_codex import DOC_HEADER, host_facts, summary
+from tests.bench.bench_codex import host_facts, summary, write_section
 from tests.support.infra import Infra, provision
 from tests.support.lifespan import lifespan
 
@@ -399,21 +399,6 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def replace_section(text: str, section: str) -> str:
-    """`text` with its `## bench-logs` section (up to the next `## `) replaced."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        base = text.rstrip("\n")
-        return f"{base}\n\n{section}" if base else DOC_HEADER + section
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-        len(lines),
-    )
-    rest = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-
-
 def main() -> int:
     settings = BenchSettings()
     try:
@@ -421,12 +406,7 @@ def main() -> int:
     except BenchError as exc:
         sys.stderr.write(f"[bench-logs] failed: {exc}\n")
         return 1
-    section = render(report)
-    sys.stdout.write(section)
-    path = settings.output
-    old = path.read_text() if path.is_file() else ""
-    path.write_text(replace_section(old, section))
-    sys.stderr.write(f"[bench-logs] wrote the {SECTION!r} section of {path}\n")
+    write_section(settings.output, render(report), SECTION)
     return 0
 
 
