@@ -80,8 +80,9 @@ def codex_queue_name(shard: int) -> str:
     return f"{CODEX_QUEUE_PREFIX}{shard}"
 
 
-def codex_volume_name(shard: int) -> str:
-    return f"{CODEX_VOLUME_PREFIX}{shard}"
+def codex_volume_name(shard: int, prefix: str = CODEX_VOLUME_PREFIX) -> str:
+    """The Docker volume holding shard `shard`'s Codex login (CODEX_VOLUME_PREFIX)."""
+    return f"{prefix}{shard}"
 
 
 def submit_codex_route(shard: int) -> str:

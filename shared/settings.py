@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import AliasChoices, AmqpDsn, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.routing import CODEX_VOLUME_PREFIX
+
 
 class ServiceSettings(BaseSettings):
     """Read once at the edge (`main.py`); logic takes plain arguments."""
@@ -32,6 +34,11 @@ class ServiceSettings(BaseSettings):
         "moonmind.spec_workflow", validation_alias="SPEC_WORKFLOW_METRICS_PREFIX"
     )
     codex_shards: int = Field(3, ge=1, le=64, validation_alias="CODEX_SHARDS")
+    codex_volume_prefix: str = Field(
+        CODEX_VOLUME_PREFIX,
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$",
+        validation_alias="CODEX_VOLUME_PREFIX",
+    )
     artifacts_root: Path = Field(
         Path("var/artifacts/spec_workflows"), validation_alias="ARTIFACTS_ROOT"
     )

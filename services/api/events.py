@@ -91,7 +91,12 @@ async def on_task_succeeded(
     event: TaskSucceeded, session: SessionDep, settings: SettingsDep
 ) -> None:
     async def record(s: AsyncSession, e: TaskSucceeded) -> transitions.Outcome:
-        return await transitions.record_succeeded(s, e, shards=settings.codex_shards)
+        return await transitions.record_succeeded(
+            s,
+            e,
+            shards=settings.codex_shards,
+            volume_prefix=settings.codex_volume_prefix,
+        )
 
     await _apply(session, event, record)
 

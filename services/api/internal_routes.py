@@ -49,11 +49,11 @@ async def run_secrets(
     )
 
 
-def claimed(index: int) -> ShardClaimed:
+def claimed(index: int, volume_prefix: str) -> ShardClaimed:
     return ShardClaimed(
         shard_index=index,
         queue=codex_queue_name(index),
-        volume=codex_volume_name(index),
+        volume=codex_volume_name(index, volume_prefix),
     )
 
 
@@ -63,11 +63,16 @@ async def claim_shard(
 ) -> ShardClaimed:
     """A Codex runner without CODEX_SHARD_INDEX takes the lowest shard nobody serves."""
     async with session.begin():
-        index = await shards.claim(session, settings.codex_shards, body.hostname)
+        index = await shards.claim(
+            session,
+            settings.codex_shards,
+            body.hostname,
+            volume_prefix=settings.codex_volume_prefix,
+        )
     if index is None:
         raise NoFreeShard(f"all {settings.codex_shards} Codex shards are served")
     logger.info("Shard {} claimed by {}", index, body.hostname)
-    return claimed(index)
+    return claimed(index, settings.codex_volume_prefix)
 
 
 @internal.post("/shards/{index}/heartbeat")
@@ -80,5 +85,7 @@ async def shard_heartbeat(
             f"shard {index} is outside CODEX_SHARDS={settings.codex_shards}"
         )
     async with session.begin():
-        await shards.heartbeat(session, index, body.hostname)
-    return claimed(index)
+        await shards.heartbeat(
+            session, index, body.hostname, volume_prefix=settings.codex_volume_prefix
+        )
+    return claimed(index, settings.codex_volume_prefix)

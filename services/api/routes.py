@@ -314,7 +314,7 @@ async def list_shards(session: SessionDep, settings: SettingsDep) -> ShardList:
                 volume_checked_at=row.volume_checked_at if row else None,
                 shard_index=index,
                 queue=codex_queue_name(index),
-                volume=codex_volume_name(index),
+                volume=codex_volume_name(index, settings.codex_volume_prefix),
                 status="registered" if row and row.registered_at else "unregistered",
                 hostname=row.hostname if row else None,
                 registered_at=row.registered_at if row else None,

@@ -15,7 +15,7 @@ from services.api.errors import RunNotFound, ShardNotAssigned
 from services.api.models import CodexShardRow, Run
 from services.api.runs import lock_run
 from shared.messages import CodexVolumeChecked, ProbeCodexVolume, TaskName, new_message
-from shared.routing import codex_queue_name, codex_volume_name
+from shared.routing import CODEX_VOLUME_PREFIX, codex_queue_name, codex_volume_name
 
 
 async def record_volume(session: AsyncSession, event: CodexVolumeChecked) -> bool:
@@ -72,7 +72,13 @@ async def request_probe(
 STALE_AFTER = timedelta(seconds=90)
 
 
-async def heartbeat(session: AsyncSession, index: int, hostname: str) -> CodexShardRow:
+async def heartbeat(
+    session: AsyncSession,
+    index: int,
+    hostname: str,
+    *,
+    volume_prefix: str = CODEX_VOLUME_PREFIX,
+) -> CodexShardRow:
     """A runner serving shard `index` says it is alive (registering on first call)."""
     now = datetime.now(UTC)
     row = await session.get(CodexShardRow, index, with_for_update=True)
@@ -80,7 +86,7 @@ async def heartbeat(session: AsyncSession, index: int, hostname: str) -> CodexSh
         row = CodexShardRow(
             shard_index=index,
             queue_name=codex_queue_name(index),
-            volume_name=codex_volume_name(index),
+            volume_name=codex_volume_name(index, volume_prefix),
         )
         session.add(row)
     if row.hostname != hostname or row.registered_at is None:
@@ -90,7 +96,13 @@ async def heartbeat(session: AsyncSession, index: int, hostname: str) -> CodexSh
     return row
 
 
-async def claim(session: AsyncSession, shards: int, hostname: str) -> int | None:
+async def claim(
+    session: AsyncSession,
+    shards: int,
+    hostname: str,
+    *,
+    volume_prefix: str = CODEX_VOLUME_PREFIX,
+) -> int | None:
     """The lowest shard no live runner serves, registered to `hostname`.
 
     None when all are taken. Serialised by a transaction-level advisory lock.
@@ -105,6 +117,6 @@ async def claim(session: AsyncSession, shards: int, hostname: str) -> int | None
         row = rows.get(index)
         live = bool(row and row.heartbeat_at and now - row.heartbeat_at < STALE_AFTER)
         if not live:
-            await heartbeat(session, index, hostname)
+            await heartbeat(session, index, hostname, volume_prefix=volume_prefix)
             return index
     return None

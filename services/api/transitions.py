@@ -50,7 +50,12 @@ from shared.messages import (
     TaskStarted,
     TaskSucceeded,
 )
-from shared.routing import COMMAND_TYPES, codex_queue_name, codex_volume_name
+from shared.routing import (
+    CODEX_VOLUME_PREFIX,
+    COMMAND_TYPES,
+    codex_queue_name,
+    codex_volume_name,
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,11 @@ async def record_heartbeat(session: AsyncSession, event: TaskHeartbeat) -> Outco
 
 
 async def record_succeeded(
-    session: AsyncSession, event: TaskSucceeded, *, shards: int
+    session: AsyncSession,
+    event: TaskSucceeded,
+    *,
+    shards: int,
+    volume_prefix: str = CODEX_VOLUME_PREFIX,
 ) -> Outcome:
     run, outcome = await _current(session, event)
     if run is None:
@@ -178,7 +187,7 @@ async def record_succeeded(
     if run.status == RunStatus.PENDING:
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or now
-    if await _apply_summary(session, run, summary, shards):
+    if await _apply_summary(session, run, summary, shards, volume_prefix):
         following = next_task(event.task)
         if following is None:
             _finish(run, RunStatus.SUCCEEDED, now)
@@ -190,7 +199,7 @@ async def record_succeeded(
 
 
 async def _apply_summary(
-    session: AsyncSession, run: Run, summary: Any, shards: int
+    session: AsyncSession, run: Run, summary: Any, shards: int, volume_prefix: str
 ) -> bool:
     """Copy a stage's outputs onto the run; False when the run ends here (no work)."""
     if isinstance(summary, DiscoverySummary):
@@ -205,7 +214,7 @@ async def _apply_summary(
         run.codex_shard_index = shard
         run.codex_queue, run.codex_volume = (
             codex_queue_name(shard),
-            codex_volume_name(shard),
+            codex_volume_name(shard, volume_prefix),
         )
     elif isinstance(summary, PreflightSummary):
         run.codex_preflight_status = "passed"

@@ -22,6 +22,7 @@ from services.cli.settings import (
 from services.codex_runner.settings import Settings as CodexSettings
 from services.preflight.settings import Settings as PreflightSettings
 from services.publisher.settings import Settings as PublisherSettings
+from shared.routing import codex_volume_name
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -154,3 +155,23 @@ def test_publisher_settings_read_their_documented_names(
     )
     assert (s.max_files, s.max_lines) == (7, 70)
     assert s.author_email == "spec-workflow@users.noreply.github.com"
+
+
+def test_codex_volume_prefix_names_the_shard_volumes() -> None:
+    settings = ServiceSettings(
+        RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/",
+        CODEX_VOLUME_PREFIX="spec-workflow_codex_auth_",
+    )
+    assert codex_volume_name(2, settings.codex_volume_prefix) == (
+        "spec-workflow_codex_auth_2"
+    )
+    assert codex_volume_name(0) == "codex_auth_0"
+
+
+@pytest.mark.parametrize("prefix", ["-x", "a/b", "a b", "x" * 102])
+def test_codex_volume_prefix_must_be_a_volume_name(prefix: str) -> None:
+    with pytest.raises(ValueError, match="CODEX_VOLUME_PREFIX"):
+        ServiceSettings(
+            RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/",
+            CODEX_VOLUME_PREFIX=prefix,
+        )
