@@ -19,7 +19,7 @@ BENCH_LOG_ROWS ?= 1000000
 BENCH_LOG_RUNS ?= 2000
 BENCH_LOG_QUERIES ?= 500
 
-.PHONY: help venv services up down status demo fmt lint test test-unit test-integration test-e2e check \
+.PHONY: help venv services up down status demo demo-down fmt lint test test-unit test-integration test-e2e check \
 	podman podman-down compose-up compose-down bench-codex bench-logs
 
 help: ## list the targets
@@ -67,8 +67,11 @@ down: $(STAMP) ## stop exactly the processes `make up` started
 status: $(STAMP) ## list the processes `make up` started and the API's readiness
 	$(BIN)/spec-workflow status
 
-demo: up ## make up, then create a run over HTTP and follow it to its end
-	$(BIN)/spec-workflow demo
+demo: $(STAMP) .env services ## the whole product locally: sample repo, Codex in a container, one run to a pushed branch
+	bash scripts/demo.sh up
+
+demo-down: $(STAMP) ## stop what `make demo` started and delete its auth volumes
+	bash scripts/demo.sh down
 
 fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format .

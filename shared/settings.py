@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, AmqpDsn, Field, SecretStr
+from pydantic import AliasChoices, AmqpDsn, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.routing import CODEX_VOLUME_PREFIX
@@ -43,6 +43,15 @@ class ServiceSettings(BaseSettings):
         Path("var/artifacts/spec_workflows"), validation_alias="ARTIFACTS_ROOT"
     )
     graceful_timeout: float = Field(20.0, gt=0, validation_alias="GRACEFUL_TIMEOUT")
+
+    @field_validator(
+        "artifacts_root", "workspaces_root", "codex_homes_root", check_fields=False
+    )
+    @classmethod
+    def absolute(cls, path: Path) -> Path:
+        """Resolved at start: git runs in other directories, and a container engine
+        reads a relative bind source as the name of a volume to create."""
+        return path.resolve()
 
 
 class WorkerSettings(ServiceSettings):

@@ -10,8 +10,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from services.cli import demo as demo_run
-from services.cli import launcher
+from services.cli import demo, launcher
 from services.cli import logs as log_view
 from services.cli import tap as taps
 from services.cli.accounts import secrets_app, tokens_app, users_app
@@ -21,6 +20,7 @@ from services.cli.runs import call, runs_app
 from services.cli.settings import (
     BrokerSettings,
     DatabaseSettings,
+    DemoSettings,
     LauncherSettings,
     TapSettings,
 )
@@ -34,6 +34,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(runs_app, name="runs")
+demo_app = typer.Typer(no_args_is_help=True, help="The local demo (make demo).")
+app.add_typer(demo_app, name="demo")
 
 
 @app.command()
@@ -58,17 +60,27 @@ def status() -> None:
     raise typer.Exit(launcher.status(read_settings(LauncherSettings)))
 
 
-@app.command()
-def demo(
-    repository: Annotated[
-        str, typer.Option(help="owner/name or git URL")
-    ] = "acme/shop",
-    feature_key: Annotated[str, typer.Option(help="Spec Kit feature")] = "042-checkout",
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the end")] = 60.0,
+@demo_app.command("prepare")
+def demo_prepare() -> None:
+    """Sample remote, model (real or offline), auth volumes, <VAR_DIR>/demo/env."""
+    raise typer.Exit(demo.prepare(read_settings(DemoSettings)))
+
+
+@demo_app.command("run")
+def demo_run(
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for the run's end")
+    ] = 600.0,
 ) -> None:
-    """Create a run on the running API and follow it to its end."""
-    base_url = read_settings(LauncherSettings).base_url
-    raise typer.Exit(demo_run.run_demo(base_url, repository, feature_key, timeout))
+    """Run the sample feature's next task, follow it, show the branch; 0 on success."""
+    raise typer.Exit(demo.run(read_settings(DemoSettings), timeout))
+
+
+@demo_app.command("down")
+def demo_down() -> None:
+    """Stop the stack and the offline model; delete the demo's auth volumes."""
+    settings = read_settings(DemoSettings)
+    raise typer.Exit(demo.down(settings, launcher.down(settings)))
 
 
 @app.command()

@@ -19,7 +19,7 @@ Started = list[tuple[ProcessSpec, subprocess.Popen[bytes]]]
 def up(settings: LauncherSettings, prepare: Callable[[], None]) -> int:
     """Unless running: `prepare` broker and database, start all, wait for /readyz."""
     pids = PidDir(settings.var_dir)
-    specs = process_table(sys.executable, settings.codex_shards)
+    specs = process_table(sys.executable, settings.codex_shards, settings.base_url)
     expected = {s.name for s in specs}
     tracked = [pids.inspect(name) for name in sorted(expected | set(pids.names()))]
     running = [t for t in tracked if t.state is State.RUNNING]

@@ -33,17 +33,28 @@ class ProcessSpec:
     argv: tuple[str, ...]
 
 
-def process_table(python: str, codex_shards: int) -> list[ProcessSpec]:
-    """Every process `up` starts, in start order."""
+def process_table(
+    python: str, codex_shards: int, api_url: str | None = None
+) -> list[ProcessSpec]:
+    """Every process `up` starts, in start order.
+
+    With `api_url`, every process gets API_URL=api_url, so the workers reach the API
+    this launcher starts (API_HOST/API_PORT) rather than the default address.
+    """
+    # `env` execs the interpreter in place: the pid stays the one we record, and the
+    # child environment is ours plus these variables.
+    common = (f"API_URL={api_url}",) if api_url else ()
     specs: list[ProcessSpec] = []
     for name, args in COMMANDS.items():
         if name != SHARDED:
-            specs.append(ProcessSpec(name, (python, *args)))
+            argv = ("env", *common, python, *args) if common else (python, *args)
+            specs.append(ProcessSpec(name, argv))
             continue
-        # `env` execs the interpreter in place: the pid stays the one we record,
-        # and the child environment is ours plus one variable.
         specs.extend(
-            ProcessSpec(f"{name}-{n}", ("env", f"CODEX_SHARD_INDEX={n}", python, *args))
+            ProcessSpec(
+                f"{name}-{n}",
+                ("env", *common, f"CODEX_SHARD_INDEX={n}", python, *args),
+            )
             for n in range(codex_shards)
         )
     return specs

@@ -98,3 +98,26 @@ class SecretsSettings(DatabaseSettings):
         if raw is None:
             return []
         return [key.strip() for key in raw.get_secret_value().split(",") if key.strip()]
+
+
+class DemoSettings(ClientSettings):
+    """`demo`: the container engine, the Codex image and the model it may use."""
+
+    # the Docker API (Podman's under `make demo` without a Docker engine); unset: local
+    docker_host: str | None = Field(None, validation_alias="DOCKER_HOST")
+    codex_image: str = Field("moonmind/codex:0.171.0", validation_alias="CODEX_IMAGE")
+    # set: the demo logs its volumes in with this key and uses the real model
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    # the offline model's port on 127.0.0.1 (host-networked Codex containers reach it)
+    demo_model_port: int = Field(
+        8765, ge=1, le=65535, validation_alias="DEMO_MODEL_PORT"
+    )
+    # the demo's own auth volumes, <prefix><n> (never an operator's codex_auth_<n>)
+    demo_volume_prefix: str = Field(
+        "demo_codex_auth_",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$",
+        validation_alias="DEMO_VOLUME_PREFIX",
+    )
+    artifacts_root: Path = Field(
+        Path("var/artifacts/spec_workflows"), validation_alias="ARTIFACTS_ROOT"
+    )

@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.cli.demo import describe
 
 
 def test_help_lists_the_commands() -> None:
@@ -41,19 +40,3 @@ def test_down_without_pid_files_stops_nothing(
 
     assert result.exit_code == 0
     assert "nothing to stop" in result.output
-
-
-def test_describe_lists_every_task_attempt() -> None:
-    run = {
-        "id": "r1",
-        "status": "failed",
-        "errorCode": "stage_not_implemented",
-        "tasks": [
-            {"taskName": "discover_next_phase", "attempt": 1, "status": "failed"}
-        ],
-    }
-
-    assert describe(run).splitlines() == [
-        "run r1: failed errorCode=stage_not_implemented",
-        "  discover_next_phase  attempt 1  failed",
-    ]

@@ -128,3 +128,11 @@ def test_stop_leaves_stale_targets_alone(tmp_path: Path) -> None:
 
         assert PidDir(tmp_path).stop([stale], timeout=0.1) == []
         assert child.poll() is None
+
+
+def test_every_process_is_told_the_api_url_up_serves() -> None:
+    specs = process_table("/py", codex_shards=2, api_url="http://127.0.0.1:9001")
+
+    for spec in specs:
+        assert spec.argv[:2] == ("env", "API_URL=http://127.0.0.1:9001"), spec
+    assert specs[5].argv[2:4] == ("CODEX_SHARD_INDEX=1", "/py")

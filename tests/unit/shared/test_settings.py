@@ -14,6 +14,7 @@ from services.cli.settings import (
     BrokerSettings,
     ClientSettings,
     DatabaseSettings,
+    DemoSettings,
     LauncherSettings,
     SecretsSettings,
     TapSettings,
@@ -39,6 +40,7 @@ SETTINGS: list[type[BaseSettings]] = [
     SecretsSettings,
     ClientSettings,
     TapSettings,
+    DemoSettings,
 ]
 REQUIRED = {
     "RABBITMQ_URL": "amqp://u:p@127.0.0.1:5672/v",
