@@ -19,7 +19,7 @@ BENCH_LOG_ROWS ?= 1000000
 BENCH_LOG_RUNS ?= 2000
 BENCH_LOG_QUERIES ?= 500
 
-.PHONY: help venv services up down status demo demo-down fmt lint test test-unit test-integration test-e2e check \
+.PHONY: help venv services up down status demo demo-down docs fmt lint test test-unit test-integration test-e2e check \
 	podman podman-down compose-up compose-down bench-codex bench-logs
 
 help: ## list the targets
@@ -73,6 +73,9 @@ demo: $(STAMP) .env services ## the whole product locally: sample repo, Codex in
 demo-down: $(STAMP) ## stop what `make demo` started and delete its auth volumes
 	bash scripts/demo.sh down
 
+docs: $(STAMP) ## regenerate docs/asyncapi/<service>.json (the AMQP contracts, from FastStream)
+	bash scripts/asyncapi.sh
+
 fmt: $(STAMP) ## format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -104,12 +107,15 @@ bench-logs: $(STAMP) services ## log sink ingest records/s and GET /api/logs?run
 	BENCH_LOG_RECORDS=$(BENCH_LOG_RECORDS) BENCH_LOG_ROWS=$(BENCH_LOG_ROWS) BENCH_LOG_RUNS=$(BENCH_LOG_RUNS) BENCH_LOG_QUERIES=$(BENCH_LOG_QUERIES) $(BIN)/python -m tests.bench.bench_logs
 
 # `up --wait` fails when a one-shot container exits, even with 0 (docker/compose#10596):
-# bring up the servers, run the one-shot setup to completion, then the long-running rest.
-compose-up: .env ## the system through docker compose (needs a Docker engine)
-	docker compose build
+# bring up the servers, run the one-shot steps to completion, then the long-running rest.
+# DOCKER_GID: the Docker socket's group (preflight and the Codex runner join it), unless set.
+compose-up compose-down: export DOCKER_GID ?= $(shell stat -c %g "$${DOCKER_SOCKET:-/var/run/docker.sock}" 2>/dev/null)
+compose-up: .env ## the system through docker compose (needs a Docker engine; see docker-compose.yml)
+	docker compose --profile codex-image build
 	docker compose up --detach --wait rabbitmq postgres
-	docker compose run --rm --no-deps setup
-	docker compose up --detach --wait --no-deps $$(docker compose config --services | grep -vxE 'rabbitmq|postgres|setup')
+	docker compose run --rm --no-deps storage-init
+	docker compose run --rm --no-deps migrate
+	docker compose up --detach --wait --no-deps $$(docker compose config --services | grep -vxE 'rabbitmq|postgres|storage-init|migrate')
 
-compose-down: ## stop the compose stack
+compose-down: ## stop the compose stack; volumes (Codex logins, database) and the data dir stay
 	docker compose down
