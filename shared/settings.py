@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
         Path("var/artifacts/spec_workflows"), validation_alias="ARTIFACTS_ROOT"
     )
     graceful_timeout: float = Field(20.0, gt=0, validation_alias="GRACEFUL_TIMEOUT")
+    liveness_file: Path | None = Field(None, validation_alias="LIVENESS_FILE")
+    """Touched while the broker connection is up (shared/liveness.py); workers and
+    the relay, for the container health check. Unset: no file."""
 
     @field_validator(
         "artifacts_root", "workspaces_root", "codex_homes_root", check_fields=False

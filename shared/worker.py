@@ -7,6 +7,7 @@ import logging
 from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 
+from shared.liveness import LivenessFile
 from shared.logging import configure_logging
 from shared.logship import install as install_log_shipper
 from shared.metrics import configure_metrics
@@ -31,6 +32,7 @@ def build_worker(
     broker.include_router(router)
     app = FastStream(broker, logger=logging.getLogger(f"{service}.app"))
     shipper = install_log_shipper(service, broker)
+    liveness = LivenessFile(settings.liveness_file, lambda: broker.ping(timeout=5.0))
 
     @app.on_startup
     async def declare() -> None:
@@ -40,8 +42,13 @@ def build_worker(
         await declare_topology(broker, settings.codex_shards)
         shipper.start()
 
+    @app.after_startup
+    async def report_liveness() -> None:
+        await liveness.start()  # consuming from here on: the health check may pass
+
     @app.on_shutdown
     async def stop_shipping() -> None:
+        await liveness.stop()
         await shipper.stop()
 
     return app

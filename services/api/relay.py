@@ -30,6 +30,7 @@ from services.api.db import Database, is_unavailable
 from services.api.models import InboxRow, OutboxRow
 from services.api.outbox import NOTIFY_CHANNEL
 from services.api.settings import Settings
+from shared.liveness import LivenessFile
 from shared.logging import configure_logging
 from shared.logship import install as install_log_shipper
 from shared.metrics import configure_metrics, get_metrics
@@ -234,6 +235,8 @@ async def run(settings: Settings) -> None:
     shipper = install_log_shipper("relay", broker)
     shipper.start()
     relay = Relay(settings, database, broker)
+    liveness = LivenessFile(settings.liveness_file, lambda: broker.ping(timeout=5.0))
+    await liveness.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop.set)
@@ -242,6 +245,7 @@ async def run(settings: Settings) -> None:
         await relay.serve()
     finally:
         logger.info("Outbox relay stopped")
+        await liveness.stop()
         await shipper.stop()
         await broker.stop()
         await database.dispose()
