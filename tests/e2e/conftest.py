@@ -2,7 +2,8 @@
 
 It runs on its own database and vhost, against a local git smart-HTTP server and a
 GitHub-compatible API (seeded with `acme/shop`), and containers through the Docker API
-in DOCKER_HOST (Podman under `make test`) with logged-in Codex auth volumes.
+in DOCKER_HOST (Podman under `make test`) with logged-in Codex auth volumes named with
+a prefix of this session's own.
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ import json
 import socket
 from collections.abc import AsyncIterator, Iterator
 
-import aiodocker
 import pytest
 import pytest_asyncio
-from aiodocker.exceptions import DockerError
 
 from tests.support.containers import (
-    TEST_LABEL,
+    AuthVolumes,
+    ContainerEngine,
+    codex_volumes,
     container_engine,
-    create_volume,
-    delete_volume,
-    write_auth_json,
+    unique_volume_prefix,
 )
 from tests.support.github import FakeGitHub
 from tests.support.gitserver import GitSmartHTTPServer
 from tests.support.model import ScriptedModel, patch, say
-from tests.support.specrepo import SeededRepo, seed_spec_repo
+from tests.support.specrepo import AGENT_PATCH, SeededRepo, seed_spec_repo
 from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack, launch
 
 
@@ -39,22 +38,13 @@ def statsd() -> Iterator[socket.socket]:
     listener.close()
 
 
-CART = """*** Begin Patch
-*** Add File: src/checkout/models.py
-+class Order:
-+    \"\"\"An order.\"\"\"
-*** Update File: specs/042-checkout/tasks.md
-@@
--- [ ] T003 Create Order and Payment models in src/checkout/models.py
-+- [X] T003 Create Order and Payment models in src/checkout/models.py
-*** End Patch
-"""
-
-
 @pytest.fixture(scope="session")
 def model() -> Iterator[ScriptedModel]:
     """The model Codex talks to: one patch, then a final message."""
-    steps = [[patch("c1", CART)], [say("Added the cart model and checked T003.")]]
+    steps = [
+        [patch("c1", AGENT_PATCH)],
+        [say("Added the cart model and checked T003.")],
+    ]
     with ScriptedModel(steps, api_key=CODEX_KEY) as server:
         yield server
 
@@ -71,34 +61,21 @@ def forge() -> Iterator[tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo]]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def auth_volumes() -> AsyncIterator[str]:
-    """codex_auth_<n> logged in with an API key.
+async def engine() -> ContainerEngine:
+    return await container_engine()
 
-    Refuses to touch a volume of that name that a test did not make.
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def auth_volumes(engine: ContainerEngine) -> AsyncIterator[AuthVolumes]:
+    """`e2e<hex>_codex_auth_<n>` for every shard, logged in with an API key.
+
+    The prefix is this session's own (CODEX_VOLUME_PREFIX of its stacks), so another
+    session on the same engine never touches them, nor they its.
     """
-    engine = await container_engine()
-    docker = aiodocker.Docker(url=engine.url)
-    names = [f"codex_auth_{n}" for n in range(SHARDS)]
-    try:
-        for name in names:
-            try:
-                existing = await docker.volumes.get(name)  # type: ignore[no-untyped-call]
-            except DockerError as exc:
-                if exc.status != 404:
-                    raise
-            else:
-                labels = (await existing.show()).get("Labels") or {}
-                assert TEST_LABEL in labels, f"{name} exists and is not a test volume"
-            await create_volume(docker, name)
-            auth = {"auth_mode": "apikey", "OPENAI_API_KEY": CODEX_KEY}
-            await write_auth_json(
-                docker, name, json.dumps(auth), image=engine.codex_image
-            )
-        yield engine.codex_image
-    finally:
-        for name in names:
-            await delete_volume(docker, name)
-        await docker.close()
+    auth = json.dumps({"auth_mode": "apikey", "OPENAI_API_KEY": CODEX_KEY})
+    prefix = unique_volume_prefix()
+    async with codex_volumes(engine, prefix, SHARDS, auth) as volumes:
+        yield volumes
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -106,7 +83,7 @@ async def stack(
     tmp_path_factory: pytest.TempPathFactory,
     statsd: socket.socket,
     forge: tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo],
-    auth_volumes: str,
+    auth_volumes: AuthVolumes,
     model: ScriptedModel,
 ) -> AsyncIterator[Stack]:
     async with launch(
@@ -114,6 +91,6 @@ async def stack(
         statsd=statsd,
         forge=forge,
         model=model,
-        codex_image=auth_volumes,
+        volumes=auth_volumes,
     ) as s:
         yield s

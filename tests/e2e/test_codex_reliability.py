@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.api import RUNS, create_run, wait_for
-from tests.support.containers import container_engine
+from tests.support.containers import AuthVolumes, container_engine
 from tests.support.github import FakeGitHub
 from tests.support.gitserver import GitSmartHTTPServer
 from tests.support.model import (
@@ -32,24 +32,14 @@ from tests.support.model import (
     patch,
     say,
 )
-from tests.support.specrepo import FEATURE_KEY, SeededRepo, seed_spec_repo
+from tests.support.specrepo import AGENT_PATCH, FEATURE_KEY, SeededRepo, seed_spec_repo
 from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, Stack, launch
 
 SHARD = 0  # CODEX_SHARDS=1: every run is routed to codex-0
 RUNNER = f"codex_runner-{SHARD}"
 LEASE = 4.0
 REPOS = ("acme/crash", "acme/pair-a", "acme/pair-b", "acme/cancel")
-CART = """*** Begin Patch
-*** Add File: src/checkout/models.py
-+class Order:
-+    \"\"\"An order.\"\"\"
-*** Update File: specs/042-checkout/tasks.md
-@@
--- [ ] T003 Create Order and Payment models in src/checkout/models.py
-+- [X] T003 Create Order and Payment models in src/checkout/models.py
-*** End Patch
-"""
-EDIT = [patch("c1", CART)]
+EDIT = [patch("c1", AGENT_PATCH)]
 DONE = [say("Added the cart model and checked T003.")]
 FAST: Script = [EDIT, DONE]
 PAIR_DELAY = 3.0
@@ -103,7 +93,7 @@ async def rstack(
     tmp_path_factory: pytest.TempPathFactory,
     statsd: socket.socket,
     reliability_forge: tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo],
-    auth_volumes: str,
+    auth_volumes: AuthVolumes,
     reliability_model: ScriptedModel,
 ) -> AsyncIterator[Stack]:
     overrides = {
@@ -120,7 +110,7 @@ async def rstack(
         statsd=statsd,
         forge=reliability_forge,
         model=reliability_model,
-        codex_image=auth_volumes,
+        volumes=auth_volumes,
         overrides=overrides,
     ) as stack:
         yield stack

@@ -8,33 +8,31 @@ state machine.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest_asyncio
 
-from shared.messages import PIPELINE
-from tests.support.specrepo import FEATURE_KEY, FIRST_OPEN_TASK
+from shared.messages import PIPELINE, TaskName
+from tests.support.api import RUNS, create_run, wait_for
+from tests.support.specrepo import (
+    AGENT_FILE,
+    FEATURE_DIR,
+    FEATURE_KEY,
+    FIRST_OPEN_TASK,
+    TASKS,
+)
 from tests.support.stack import CODEX_KEY, GITHUB_TOKEN, SHARDS, Stack
+from tests.support.tap import Tapped, tap
 
-RUNS = "/api/workflows/speckit/runs"
-
-
-async def wait_terminal(
-    client: httpx.AsyncClient, run_id: str, attempt: int
-) -> dict[str, Any]:
-    for _ in range(300):
-        run = (await client.get(f"{RUNS}/{run_id}")).json()
-        if run["attempt"] == attempt and run["status"] in (
-            "succeeded",
-            "failed",
-            "cancelled",
-        ):
-            return dict(run)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not end: {run}")
+MARKER = "scenario:publish"  # in the notes, so in the prompt: marks this run's requests
+TASK_TEXT = next(t.description for t in TASKS if t.id == FIRST_OPEN_TASK)
+SERVICES = {"preflight", "codex_runner", "publisher", "api"}
 
 
 async def test_stack_is_ready_and_reports_every_process(stack: Stack) -> None:
@@ -61,58 +59,158 @@ async def test_stack_is_ready_and_reports_every_process(stack: Stack) -> None:
     assert {p.stem for p in (stack.var_dir / "run").glob("*.pid")} == names
 
 
-async def test_run_publishes_a_pull_request_from_a_real_patch(
-    stack: Stack,
-) -> None:
-    """Discovery, pre-flight (a Codex login probe in a container), the real Codex CLI
-    in a container against the scripted model, and the publisher all run: the run
-    ends with one pull request whose branch holds the agent's change."""
-    stack.datagrams()  # drop what earlier tests sent
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
-        created = await client.post(
-            RUNS, json={"repository": "acme/shop", "featureKey": FEATURE_KEY}
-        )
-        assert created.status_code == 202, created.text
-        run_id = created.json()["id"]
-        run = await wait_terminal(client, run_id, 1)
+@dataclass(frozen=True)
+class Published:
+    """One run from POST to `succeeded`, watched by a tap and a StatsD listener."""
 
-        assert run["status"] == "succeeded", run
-        assert run["baseSha"] == stack.repo.base_sha
-        assert run["codexPreflightStatus"] == "passed"
-        assert run["credentialAudit"]["codexStatus"] == "valid"
-        assert run["credentialAudit"]["githubStatus"] == "valid"
-        assert run["codexTaskId"]  # the thread id Codex reported
-        assert run["codexPatchPath"] == "patch.diff"
-        summary = {t["taskName"]: t["status"] for t in run["taskSummary"]}
-        assert summary["apply_and_publish"] == "succeeded", summary
-        discovered = run["tasks"][0]["summary"]["discovered"]
-        assert discovered["task_id"] == FIRST_OPEN_TASK
-        (pull,) = stack.github.pulls_created
-        assert run["prUrl"].endswith(f"/pull/{pull.number}")
-        branch = run["branchName"]
-        assert branch == f"speckit/{FEATURE_KEY}/{FIRST_OPEN_TASK}-{run_id[:8]}"
-        assert pull.head == branch
-        tasks = stack.git.show("acme/shop", branch, f"specs/{FEATURE_KEY}/tasks.md")
-        assert f"- [X] {FIRST_OPEN_TASK} " in tasks.decode()
-        paths = {a["path"] for a in run["artifacts"]}
-        assert {"discovery.json", "preflight.json", "patch.diff"} <= paths
-        assert "codex/1/events.jsonl" in paths
+    run: dict[str, Any]
+    tapped: Tapped
+    datagrams: list[str]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def published(stack: Stack) -> Published:
+    """Discovery, pre-flight (a Codex login probe in a container), the real Codex CLI
+    in a container against the scripted model, and the publisher all run. A tap was
+    started before the run, and stopped once it saw the run end."""
+    stack.datagrams()  # drop what earlier tests sent
+    async with (
+        tap(stack) as tapped,
+        httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client,
+    ):
+        created = await create_run(client, FEATURE_KEY, notes=MARKER)
+        run = await wait_for(client, created["id"], timeout=90)
+
+        def ended(record: dict[str, Any]) -> bool:
+            body = record["body"]
+            return record["routing_key"] == "evt.run.succeeded" and (
+                isinstance(body, dict) and body.get("run_id") == run["id"]
+            )
+
+        await tapped.until(ended, 10)
+    # The services' StatsD sends are fire-and-forget: the last ones may trail.
+    wire = stack.datagrams()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(
+        "task_success" in w and "task:finalize_run" in w for w in wire
+    ):
+        await asyncio.sleep(0.05)
+        wire += stack.datagrams()
+    return Published(run, tapped, wire)
+
+
+async def test_run_publishes_a_pull_request_from_a_real_patch(
+    stack: Stack, published: Published
+) -> None:
+    """The run ends with one pull request whose branch holds exactly the agent's
+    change: the new model file and the task's line checked in tasks.md."""
+    run = published.run
+    run_id = run["id"]
+    assert run["status"] == "succeeded", run
+    assert run["result"] == "published"
+    assert run["baseSha"] == stack.repo.base_sha
+    assert run["codexPreflightStatus"] == "passed"
+    assert run["credentialAudit"]["codexStatus"] == "valid"
+    assert run["credentialAudit"]["githubStatus"] == "valid"
+    assert run["codexTaskId"]  # the thread id Codex reported
+    assert run["codexPatchPath"] == "patch.diff"
+    # The API names the volume with this session's CODEX_VOLUME_PREFIX.
+    assert run["codexVolume"] == stack.volume(run["codexShardIndex"])
+    summary = {t["taskName"]: t["status"] for t in run["taskSummary"]}
+    assert summary["apply_and_publish"] == "succeeded", summary
+    discovered = run["tasks"][0]["summary"]["discovered"]
+    assert discovered["task_id"] == FIRST_OPEN_TASK
+    (pull,) = stack.github.pulls(stack.repo.full_name)
+    assert pull in stack.github.pulls_created
+    assert run["prUrl"].endswith(f"/pull/{pull.number}")
+    branch = run["branchName"]
+    assert branch == f"speckit/{FEATURE_KEY}/{FIRST_OPEN_TASK}-{run_id[:8]}"
+    assert (pull.head, pull.base) == (branch, "main")
+    # The pull request's diff is the agent's change, nothing more.
+    repo = stack.repo.full_name
+    changed = stack.git.git(repo, "diff", "--name-status", f"main...{branch}")
+    assert sorted(changed.splitlines()) == [
+        f"A\t{AGENT_FILE}",
+        f"M\t{FEATURE_DIR}/tasks.md",
+    ]
+    assert stack.git.show(repo, branch, AGENT_FILE) == (
+        b'class Order:\n    """An order."""\n'
+    )
+    tasks_diff = stack.git.git(repo, "diff", f"main...{branch}", "--", "*tasks.md")
+    removed = [x for x in tasks_diff.splitlines() if x.startswith("-- [")]
+    added = [x for x in tasks_diff.splitlines() if x.startswith("+- [")]
+    assert [x[1:] for x in removed] == [f"- [ ] {FIRST_OPEN_TASK} {TASK_TEXT}"]
+    assert [x[1:] for x in added] == [f"- [X] {FIRST_OPEN_TASK} {TASK_TEXT}"]
+    paths = {a["path"] for a in run["artifacts"]}
+    assert {"discovery.json", "preflight.json", "patch.diff"} <= paths
+    assert "codex/1/events.jsonl" in paths
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
         patch_file = next(a for a in run["artifacts"] if a["path"] == "patch.diff")
         diff = (await client.get(f"{RUNS}/{run_id}/artifacts/{patch_file['id']}")).text
-        assert "+class Order:" in diff
-        assert f"+- [X] {FIRST_OPEN_TASK} " in diff
-        codex_task = next(
-            t for t in run["tasks"] if t["taskName"] == "submit_codex_job"
-        )
-        assert codex_task["summary"]["usage"]
-        assert len(stack.model.requests) == 2  # one patch step, one final message
         shards = (await client.get("/api/workflows/speckit/codex/shards")).json()
-        volume = next(
-            s for s in shards["items"] if s["shardIndex"] == run["codexShardIndex"]
-        )
-        assert volume["volumeStatus"] == "ready"
-        assert volume["status"] == "registered"  # the runner heartbeats its shard
+    assert "+class Order:" in diff
+    assert f"+- [X] {FIRST_OPEN_TASK} " in diff
+    codex_task = next(t for t in run["tasks"] if t["taskName"] == "submit_codex_job")
+    assert codex_task["summary"]["usage"]
+    asked = [r for r in stack.model.requests if r.mentions(MARKER)]
+    assert len(asked) == 2  # one patch step, one final message
+    assert all(r.headers["authorization"] == f"Bearer {CODEX_KEY}" for r in asked)
+    volume = next(
+        s for s in shards["items"] if s["shardIndex"] == run["codexShardIndex"]
+    )
+    assert volume["volume"] == run["codexVolume"]
+    assert volume["volumeStatus"] == "ready"
+    assert volume["status"] == "registered"  # the runner heartbeats its shard
 
+
+async def test_tap_started_before_the_run_sees_all_of_it(
+    published: Published,
+) -> None:
+    """The tap's own queue got a copy of every command and event of the run, in
+    pipeline order, and it exited cleanly on SIGTERM."""
+    run = published.run
+    tapped = published.tapped
+    assert tapped.exit_code == 0, tapped.stderr
+    assert "tap done:" in tapped.stderr
+    mine = tapped.of_run(run["id"])
+    keys = [r["routing_key"] for r in mine]
+    assert all(r["exchange"] == "spec_workflow" for r in mine)
+    shard = run["codexShardIndex"]
+    commands = [k for k in keys if k.startswith("cmd.")]
+    assert commands == [
+        "cmd.discover_next_phase",
+        "cmd.codex_preflight",
+        f"cmd.submit_codex_job.{shard}",
+        "cmd.apply_and_publish",
+        "cmd.finalize_run",
+    ], keys
+    for task in PIPELINE:  # each stage announced its start, then its success
+        if task is TaskName.FINALIZE_RUN:
+            continue  # the API itself closes the run: no worker, no task events
+        of_task = [r["routing_key"] for r in mine if r["body"].get("task") == task]
+        events = [k for k in of_task if k.startswith("evt.task.")]
+        assert events[0] == "evt.task.started", (task, of_task)
+        assert events[-1] == "evt.task.succeeded", (task, of_task)
+        assert "evt.task.failed" not in events, (task, of_task)
+    statuses = [k for k in keys if k.startswith("evt.run.")]
+    assert statuses[-1] == "evt.run.succeeded", statuses
+    assert keys[-1] == "evt.run.succeeded", keys
+    final = mine[-1]["body"]
+    assert final["status"] == "succeeded"
+    assert final["pr_url"] == run["prUrl"]
+    # The job went to the run's shard only: its queue's routing key says so.
+    (job,) = [r for r in mine if r["routing_key"].startswith("cmd.submit_codex_job")]
+    assert job["body"]["shard"]["codex_volume"] == run["codexVolume"]
+    assert GITHUB_TOKEN not in json.dumps(tapped.records)
+    assert CODEX_KEY not in json.dumps(tapped.records)
+
+
+async def test_log_sink_and_statsd_see_the_run(
+    stack: Stack, published: Published
+) -> None:
+    """Every service's lines reach `GET /api/logs?runId=`, and every task of the run
+    sends the runbook's series to the StatsD listener."""
+    run_id = published.run["id"]
     preflight_log = stack.log("preflight")
     assert GITHUB_TOKEN not in preflight_log
     assert CODEX_KEY not in preflight_log
@@ -136,12 +234,11 @@ async def test_run_publishes_a_pull_request_from_a_real_patch(
         for m in messages
     ), messages
     assert "Codex pre-flight check passed" in messages
-    await asyncio.sleep(0.2)
-    wire = stack.datagrams()
+    wire = published.datagrams
     prefix = "moonmind.spec_workflow"
-    lines = [parse_metric(w) for w in wire]
+    metrics = [parse_metric(w) for w in wire]
     for task in PIPELINE:  # every task of the run, by the runbook's names and tags
-        mine = [m for m in lines if m.tags.get("task") == task]
+        mine = [m for m in metrics if m.tags.get("task") == task]
         starts = [m for m in mine if m.name == f"{prefix}.task_start"]
         successes = [m for m in mine if m.name == f"{prefix}.task_success"]
         timings = [m for m in mine if m.name == f"{prefix}.task_duration"]
@@ -157,51 +254,39 @@ async def test_run_publishes_a_pull_request_from_a_real_patch(
         assert timings[0].tags == {"task": task, "attempt": "1", "status": "success"}
         assert timings[0].value >= 0
         assert not [m for m in mine if m.name == f"{prefix}.task_failure"]
+    assert (
+        f"{prefix}.task_start:1|c|#task:discover_next_phase,attempt:1,"
+        "status:running,retry:false"
+    ) in wire
+    volume = published.run["codexVolume"]
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
         records: list[dict[str, Any]] = []
-        for _ in range(100):  # the sink stores what the services shipped
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the sink stores what the services shipped
             reply = await client.get(
                 "/api/logs", params={"runId": run_id, "limit": 500, "order": "asc"}
             )
             assert reply.status_code == 200, reply.text
             records = reply.json()["items"]
-            if {"preflight", "codex_runner", "publisher", "api"} <= {
-                r["service"] for r in records
-            }:
+            if {r["service"] for r in records} >= SERVICES:
                 break
             await asyncio.sleep(0.1)
         services = {r["service"] for r in records}
-        assert {"preflight", "codex_runner", "publisher", "api"} <= services, services
-        runner = await client.get(
-            "/api/logs",
-            params={"runId": run_id, "details.codex_volume": "codex_auth_0"},
-        )
-        shard_volumes = {
-            r["details"].get("codex_volume") for r in runner.json()["items"]
-        }
-        assert shard_volumes <= {"codex_auth_0"}
+        assert services >= SERVICES, services
+        assert {r["runId"] for r in records} == {run_id}
         assert GITHUB_TOKEN not in reply.text
-    assert (
-        f"{prefix}.task_start:1|c|#task:discover_next_phase,attempt:1,"
-        "status:running,retry:false"
-    ) in wire
-    assert any(
-        w.startswith(f"{prefix}.task_success:1|c|#task:apply_and_publish,attempt:1")
-        for w in wire
-    )
-    assert any(
-        w.startswith(f"{prefix}.task_success:1|c|#task:codex_preflight,attempt:1")
-        for w in wire
-    )
-    assert any(
-        w.startswith(f"{prefix}.task_success:1|c|#task:submit_codex_job,attempt:1")
-        for w in wire
-    )
-    codex_log = stack.log("codex_runner-0") + stack.log("codex_runner-1")
+        assert CODEX_KEY not in reply.text
+        runner = await client.get(
+            "/api/logs", params={"runId": run_id, "details.codex_volume": volume}
+        )
+    found = runner.json()["items"]
+    assert found, "no line of the run names its Codex volume"
+    assert {r["details"]["codex_volume"] for r in found} == {volume}
+    assert "codex_runner" in {r["service"] for r in found}
+    codex_log = "".join(stack.log(f"codex_runner-{n}") for n in range(SHARDS))
     assert CODEX_KEY not in codex_log
     assert GITHUB_TOKEN not in codex_log
-    publisher_log = stack.log("publisher")
-    assert GITHUB_TOKEN not in publisher_log
+    assert GITHUB_TOKEN not in stack.log("publisher")
 
 
 @dataclass(frozen=True)

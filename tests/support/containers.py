@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import secrets
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +244,84 @@ async def delete_volume(docker: aiodocker.Docker, name: str) -> None:
     except DockerError as exc:
         if exc.status != 404:
             raise
+
+
+def unique_volume_prefix(purpose: str = "codex_auth_") -> str:
+    """`e2e<8 hex>_<purpose>`: a volume name prefix no other test session uses.
+
+    Volumes live in the engine's shared store: with fixed names, two sessions at once
+    (a local run and CI) would delete each other's.
+    """
+    return f"e2e{secrets.token_hex(4)}_{purpose}"
+
+
+@dataclass(frozen=True)
+class AuthVolumes:
+    """Auth volumes `<prefix><n>` made for a stack (CODEX_VOLUME_PREFIX = prefix)."""
+
+    image: str  # the Codex image the volumes were prepared with
+    prefix: str
+    names: tuple[str, ...]
+
+
+@asynccontextmanager
+async def codex_volumes(
+    engine: ContainerEngine, prefix: str, shards: int, auth: str | None
+) -> AsyncIterator[AuthVolumes]:
+    """Create `<prefix>0` … `<prefix><shards-1>`; delete them at exit.
+
+    `auth` is written as `auth.json`; None leaves the volume logged out (initialised
+    and writable by the agent's user, but without `auth.json`). Refuses to touch a
+    volume of those names that a test did not make, and then deletes only its own.
+    """
+    names = tuple(f"{prefix}{n}" for n in range(shards))
+    made: list[str] = []
+    async with engine.docker() as docker:
+        try:
+            for name in names:
+                try:
+                    existing = await docker.volumes.get(name)  # type: ignore[no-untyped-call]
+                except DockerError as exc:
+                    if exc.status != 404:
+                        raise
+                else:
+                    labels = (await existing.show()).get("Labels") or {}
+                    if TEST_LABEL not in labels:
+                        raise RuntimeError(f"{name} exists and is not a test volume")
+                made.append(await create_volume(docker, name))
+                if auth is None:
+                    await init_volume(docker, name, image=engine.codex_image)
+                else:
+                    await write_auth_json(docker, name, auth, image=engine.codex_image)
+            yield AuthVolumes(engine.codex_image, prefix, names)
+        finally:
+            for name in made:
+                await delete_volume(docker, name)
+
+
+async def init_volume(
+    docker: aiodocker.Docker,
+    volume: str,
+    *,
+    image: str,
+    timeout: float = 30.0,  # noqa: ASYNC109 - expiry kills the container, then TimeoutError
+) -> None:
+    """Mount `volume` once as the agent's user, so the engine copies the image's
+    `/home/app/.codex` (owner included) into it; check it is writable and empty of
+    `auth.json` (a volume nobody logged in)."""
+    check = f"test -w {CODEX_HOME} && test ! -e {CODEX_HOME}/auth.json"
+    result = await run_container(
+        docker,
+        image,
+        ["/bin/sh", "-c", check],
+        binds=[f"{volume}:{CODEX_HOME}"],
+        timeout=timeout,
+    )
+    if result.exit_code != 0:
+        raise RuntimeError(
+            f"initialising volume {volume} failed: exit {result.exit_code}, "
+            f"{(result.stdout + result.stderr)[:500]!r}"
+        )
 
 
 def _tar_one(name: str, data: bytes, *, uid: int = 1000, mode: int = 0o600) -> bytes:

@@ -15,7 +15,8 @@ without `authorization: Bearer <api_key>` is answered 401 and counted.
 Several runs against one server can follow different scripts: `choose(request)` returns
 the steps for that request (e.g. picked by a marker in the prompt, such as the operator
 notes), or None for the default `steps`. Each request records when it arrived
-(`received_at`, `time.monotonic()`).
+(`received_at`, `time.monotonic()`). A `Rendezvous` as the chooser holds the first
+request of several marked runs until all of them have asked (concurrency proofs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -117,6 +118,39 @@ class Request:
 
 Script = Sequence[Step | Sequence[Item]]
 Chooser = Callable[[Request], Script | None]
+
+
+class Rendezvous:
+    """A chooser that holds the first request of each marked Codex execution until
+    every marker has asked (or `timeout` passed), then answers with the default steps.
+
+    `met` afterwards means all of them were waiting on the model at the same moment:
+    their agents ran concurrently. Requests without a marker pass straight through.
+    """
+
+    def __init__(self, markers: Iterable[str], timeout: float) -> None:
+        self.markers = frozenset(markers)
+        self.timeout = timeout
+        self.arrived: dict[str, float] = {}
+        """marker -> `received_at` of its first request."""
+        self.released_at: float | None = None
+        self._cond = threading.Condition()
+
+    @property
+    def met(self) -> bool:
+        return self.released_at is not None
+
+    def choose(self, request: Request) -> Script | None:
+        marker = next((m for m in self.markers if request.mentions(m)), None)
+        if marker is None or request.turn != 0:
+            return None
+        with self._cond:
+            self.arrived.setdefault(marker, request.received_at)
+            if self.arrived.keys() == self.markers and self.released_at is None:
+                self.released_at = time.monotonic()
+                self._cond.notify_all()
+            self._cond.wait_for(lambda: self.released_at is not None, self.timeout)
+        return None
 
 
 def _steps(script: Script) -> list[Step]:

@@ -106,6 +106,18 @@ TASKS: tuple[SpecTask, ...] = (
 FIRST_OPEN_TASK = "T003"  # T001/T002 are done; the decoys come before them
 REQUESTED_TASK = "T007"  # open, not first: what a requested taskId picks
 DONE_TASK = "T006"  # checked, between open tasks
+AGENT_FILE = "src/checkout/models.py"
+AGENT_PATCH = f"""*** Begin Patch
+*** Add File: {AGENT_FILE}
++class Order:
++    \"\"\"An order.\"\"\"
+*** Update File: {FEATURE_DIR}/tasks.md
+@@
+-- [ ] T003 Create Order and Payment models in src/checkout/models.py
++- [X] T003 Create Order and Payment models in src/checkout/models.py
+*** End Patch
+"""
+"""What the scripted agent does for FIRST_OPEN_TASK: the model file, T003 checked."""
 UNKNOWN_TASK = "T999"
 DECOY_TASK_IDS = ("T000", "T900", "T901")
 

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.containers import AuthVolumes
 from tests.support.github import FakeGitHub
 from tests.support.gitserver import GitSmartHTTPServer
 from tests.support.infra import Infra, provision
@@ -25,7 +26,7 @@ from tests.support.model import ScriptedModel
 from tests.support.specrepo import SeededRepo
 
 CLI = str(Path(sys.executable).with_name("spec-workflow"))
-SHARDS = 2
+SHARDS = 3
 GITHUB_TOKEN = "ghp_e2eTOKEN0123456789abcdefghijklmnopqr"
 CODEX_KEY = "sk-proj-e2e-volume-key-0123456789abcdef"
 # Starts one process of the table exactly as `spec-workflow up` does (same argv, log,
@@ -51,6 +52,11 @@ class Stack:
     git: GitSmartHTTPServer
     github: FakeGitHub
     model: ScriptedModel
+    volumes: AuthVolumes
+
+    def volume(self, shard: int) -> str:
+        """The auth volume of `shard` (what the API names `<prefix><shard>`)."""
+        return f"{self.volumes.prefix}{shard}"
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -119,12 +125,15 @@ def stack_env(
     git: GitSmartHTTPServer,
     github: FakeGitHub,
     model: ScriptedModel,
-    codex_image: str,
+    volumes: AuthVolumes,
     overrides: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of every process: this stack's servers, fakes and folders."""
     return {
         **os.environ,
+        # Keys come from the profile only: none may leak in from the environment
+        # of whoever runs the tests (an empty value counts as unset).
+        **dict.fromkeys(("OPENAI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY"), ""),
         "DATABASE_URL": infra.database_url,
         "RABBITMQ_URL": infra.rabbitmq_url,
         "RABBITMQ_MANAGEMENT_URL": infra.management_url,
@@ -135,7 +144,8 @@ def stack_env(
         "ARTIFACTS_ROOT": str(home / "artifacts"),
         "WORKSPACES_ROOT": str(home / "work"),
         "CODEX_SHARDS": str(SHARDS),
-        "CODEX_IMAGE": codex_image,
+        "CODEX_IMAGE": volumes.image,
+        "CODEX_VOLUME_PREFIX": volumes.prefix,
         # Codex reaches the scripted model on the host loopback, authenticated
         # with the key logged into the shard's volume.
         "CODEX_NETWORK_MODE": "host",
@@ -172,12 +182,13 @@ async def launch(
     statsd: socket.socket,
     forge: tuple[GitSmartHTTPServer, FakeGitHub, SeededRepo],
     model: ScriptedModel,
-    codex_image: str,
+    volumes: AuthVolumes,
     overrides: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """`spec-workflow up` on a private database and vhost; `down` on the way out.
 
-    The auth volumes `codex_auth_<n>` for every shard must exist (logged in).
+    `volumes` names the shards' auth volumes (`<prefix><n>`, one per shard, made by
+    the caller, logged in or not: the scenario decides).
     """
     git, github, repo = forge
     async with provision() as infra:
@@ -190,7 +201,7 @@ async def launch(
             git=git,
             github=github,
             model=model,
-            codex_image=codex_image,
+            volumes=volumes,
             overrides=overrides,
         )
         stack = Stack(
@@ -203,6 +214,7 @@ async def launch(
             git,
             github,
             model,
+            volumes,
         )
         started = stack.cli("up")
         assert started.returncode == 0, started.stdout + started.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -38,7 +38,9 @@ def events(body: str) -> list[dict[str, object]]:
     ]
 
 
-def ask(model: OfflineModel, body: dict[str, object], key: str = KEY) -> httpx.Response:
+def ask(
+    model: OfflineModel, body: Mapping[str, object], key: str = KEY
+) -> httpx.Response:
     return httpx.post(
         f"{model.base_url}/responses",
         json=body,
