@@ -31,35 +31,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from services.cli.offline_model import patch as patch
+from services.cli.offline_model import say as say
+from services.cli.offline_model import sse_stream, turn_of
+
 Item = dict[str, Any]
-TOOL_RESULTS = frozenset({"function_call_output", "custom_tool_call_output"})
 PROVIDER_ID = "scripted"
-USAGE = {
-    "input_tokens": 12,
-    "input_tokens_details": {"cached_tokens": 0},
-    "output_tokens": 3,
-    "output_tokens_details": {"reasoning_tokens": 0},
-    "total_tokens": 15,
-}
-
-
-def say(text: str) -> Item:
-    """An assistant message; a response holding only messages ends the turn."""
-    return {
-        "type": "message",
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": text}],
-    }
-
-
-def patch(call_id: str, body: str) -> Item:
-    """An `apply_patch` call; `body` is `*** Begin Patch\\n…*** End Patch\\n`."""
-    return {
-        "type": "custom_tool_call",
-        "name": "apply_patch",
-        "call_id": call_id,
-        "input": body,
-    }
 
 
 def run(call_id: str, cmd: str) -> Item:
@@ -108,12 +85,7 @@ class Request:
     @property
     def turn(self) -> int:
         """The step this request asks for: the tool results already in its input."""
-        inputs = self.body.get("input", [])
-        return sum(
-            1
-            for it in inputs
-            if isinstance(it, dict) and it.get("type") in TOOL_RESULTS
-        )
+        return turn_of(self.body)
 
 
 Script = Sequence[Step | Sequence[Item]]
@@ -155,22 +127,6 @@ class Rendezvous:
 
 def _steps(script: Script) -> list[Step]:
     return [s if isinstance(s, Step) else Step(items=list(s)) for s in script]
-
-
-def _event(kind: str, **fields: Any) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
-
-
-def _stream(items: Sequence[Item], resp_id: str, cut: bool) -> bytes:
-    created = {"id": resp_id, "status": "in_progress"}
-    out = [_event("response.created", response=created)]
-    for index, item in enumerate(items):
-        out.append(_event("response.output_item.added", output_index=index, item=item))
-        out.append(_event("response.output_item.done", output_index=index, item=item))
-    if not cut:
-        done = {"id": resp_id, "status": "completed", "usage": USAGE}
-        out.append(_event("response.completed", response=done))
-    return b"".join(out)
 
 
 class _Server(ThreadingHTTPServer):
@@ -225,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         if step.status is not None:
             payload = json.dumps(step.body).encode()
             return self._reply(step.status, "application/json", payload)
-        stream = _stream(step.items, f"resp_{next(model.ids)}", step.cut)
+        stream = sse_stream(step.items, f"resp_{next(model.ids)}", cut=step.cut)
         self._reply(200, "text/event-stream", stream)
         return None
 
