@@ -48,6 +48,7 @@ from services.api.errors import (
     Unauthorized,
 )
 from services.api.models import DEFAULT_USER_ID
+from services.api.schemas import ErrorOut
 from services.api.settings import AuthMode, Settings
 from services.api.vault import Keyring, dev_secret_file, load_keyring
 from shared.logging import configure_logging
@@ -71,6 +72,15 @@ HTTP_STATUS: dict[type[RunError], int] = {
     ShardNotAssigned: 409,
     NoFreeShard: 409,
 }
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": ErrorOut,
+        "description": "Invalid request (`code`: invalid_request)",
+    },
+    "default": {"model": ErrorOut, "description": "Any other error"},
+}
+"""What the OpenAPI document says errors look like: our shape, not FastAPI's default
+`HTTPValidationError` (which no response of ours has)."""
 HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -279,10 +289,13 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.keyring = keyring
     api.state.internal_token = internal_token
     api.state.log_shipper = shipper
-    api.include_router(routes.router)
-    api.include_router(credential_routes.me)
-    api.include_router(internal_routes.internal)
-    api.include_router(log_routes.logs)
+    for router in (
+        routes.router,
+        credential_routes.me,
+        internal_routes.internal,
+        log_routes.logs,
+    ):
+        api.include_router(router, responses=ERROR_RESPONSES)
     _install_error_handlers(api)
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 

@@ -28,10 +28,13 @@ from tests.support.canary import (
     SEED_ENV,
     CanaryAudit,
     attach_capture,
+    database_dump,
+    dump_leaks,
 )
 from tests.support.harness import StageHarness
 from tests.support.infra import Infra
 from tests.support.lifespan import lifespan
+from tests.support.sandbox import Sandbox, open_sandbox
 
 SHARDS = 3
 
@@ -117,6 +120,7 @@ async def api(
             await canary.stop_tap()
     assert canary.logs, "the canary audit captured no log line: is its sink attached?"
     leaks = canary.leaks(artifacts_root)
+    leaks += dump_leaks(await database_dump(str(settings.database_url)))
     assert not leaks, "canary secrets leaked:\n" + "\n".join(leaks[:20])
 
 
@@ -127,16 +131,24 @@ def token_settings(settings: Settings) -> Settings:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def token_api(
+async def token_app(
     token_settings: Settings, api: httpx.AsyncClient, canary: CanaryAudit
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> FastStreamAPI:
     """A second app in token mode, HTTP only: its consumers are not started (the
     session app's consumers and relay carry its runs)."""
     del api  # the session app first: it migrated the database
     application = create_app(token_settings)
     attach_capture(canary)  # create_app reconfigured logging
+    return application
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def token_api(
+    token_app: FastStreamAPI, canary: CanaryAudit
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The token-mode app's HTTP client."""
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application),
+        transport=httpx.ASGITransport(app=token_app),
         base_url="http://token-api",
         event_hooks={"response": [canary.record_response]},
     ) as client:
@@ -163,3 +175,17 @@ async def database(
     db = Database(str(settings.database_url), pool_size=2)
     yield db
     await db.dispose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def sandbox(
+    settings: Settings,
+    api: httpx.AsyncClient,
+    canary: CanaryAudit,
+    artifacts_root: Path,
+) -> AsyncIterator[Sandbox]:
+    """A throw-away stack on its own database and vhost, for probes that would disturb
+    the session's shared state (see tests/support/sandbox.py)."""
+    del api  # inside the session stack: its canary audit runs after this closes
+    async with open_sandbox(settings, canary, artifacts_root, SHARDS) as box:
+        yield box

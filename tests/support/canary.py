@@ -2,12 +2,16 @@
 
 The integration session seeds these values as the default user's provider keys, then
 collects every log line, every API response (the /internal endpoint excepted: it
-releases keys by design), every message on the exchange and every artifact file.
+releases keys by design), every message on the exchange and every artifact file, and
+at the end dumps the database with `pg_dump` (where a key may exist only encrypted).
+A marker counts as found in plain text and as hex, the way `pg_dump` writes bytea.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,38 @@ SECRETS_KEY = "yK1C8o1JXo1lG0m0pQ3mBfV3q6c8Zc3oVw2f4mXw0aY="  # test-only, 32 by
 INTERNAL_TOKEN = "internal-test-token-0123456789abcdef"
 MARKERS = ("CANARYgithub", "CANARYopenai", "CANARYgoogle", "CANARYanthropic")
 """What is searched for: a fragment of each canary, so partial leaks count too."""
+
+
+def found_in(text: str, values: Iterable[str] = MARKERS) -> list[str]:
+    """The values present in `text`, as they are or hex-encoded (bytea in a dump)."""
+    return [value for value in values if value in text or value.encode().hex() in text]
+
+
+async def database_dump(database_url: str) -> str:
+    """`pg_dump` of the whole database (schema and data) as SQL text."""
+    url = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["pg_dump", "--no-owner", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout
+
+
+def dump_leaks(dump: str, values: Iterable[str] = MARKERS) -> list[str]:
+    """Where in a dump the values are: `table: value` (or `schema` outside data)."""
+    found = []
+    table = "schema"
+    for line in dump.splitlines():
+        if line.startswith("COPY "):
+            table = line.split()[1]
+        elif line == "\\.":
+            table = "schema"
+        found += [f"pg_dump {table}: {v}" for v in found_in(line, values)]
+    return sorted(set(found))
 
 
 @dataclass
@@ -76,18 +112,18 @@ class CanaryAudit:
             await asyncio.sleep(0.5)  # let in-flight deliveries arrive
             await self._connection.close()
 
-    def leaks(self, artifacts_root: Path) -> list[str]:
+    def leaks(self, artifacts_root: Path, values: Iterable[str] = MARKERS) -> list[str]:
+        values = list(values)
         found = []
         places = {"log": self.logs, "response": self.responses, "message": self.tapped}
         for place, texts in places.items():
-            for text in texts:
-                for marker in MARKERS:
-                    if marker in text:
-                        found.append(f"{place}: {marker} in {text[:300]!r}")
+            for text in list(texts):
+                for value in found_in(text, values):
+                    found.append(f"{place}: {value} in {text[:300]!r}")
         for path in artifacts_root.rglob("*"):
             if path.is_file():
                 content = path.read_text(errors="replace")
-                found += [f"artifact {path}: {m}" for m in MARKERS if m in content]
+                found += [f"artifact {path}: {v}" for v in found_in(content, values)]
         return found
 
 
