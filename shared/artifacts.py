@@ -17,6 +17,16 @@ def run_dir(root: Path, run_id: UUID) -> Path:
     return root / str(run_id)
 
 
+def inside(folder: Path, relative: str) -> Path | None:
+    """`folder / relative` if it stays inside `folder` once symlinks are resolved, else
+    None (absolute paths, `..`, NUL, links pointing out)."""
+    if not relative or "\x00" in relative or PurePosixPath(relative).is_absolute():
+        return None
+    base = folder.resolve()
+    target = (base / relative).resolve()
+    return target if target.is_relative_to(base) and target != base else None
+
+
 def write_bytes(
     root: Path, run_id: UUID, name: str, data: bytes, artifact_type: str
 ) -> ArtifactRef:

@@ -89,7 +89,10 @@ def last_message(run_dir: Path) -> str | None:
 
 async def run_publish(cmd: ApplyAndPublish, deps: Deps) -> Outcome:
     run_dir = artifacts.run_dir(deps.artifacts_root, cmd.run_id)
-    patch = run_dir / cmd.patch.path
+    patch = artifacts.inside(run_dir, cmd.patch.path)
+    if patch is None:
+        message = f"the patch path {cmd.patch.path!r} leaves the run's artifact folder"
+        return Outcome(error=_fail("invalid_message", message))
     if not patch.is_file():
         return Outcome(error=_fail("patch_missing", f"no patch at {cmd.patch.path}"))
     if cmd.publish_mode is PublishMode.NONE:

@@ -409,3 +409,26 @@ async def test_a_patch_that_no_longer_applies_is_a_conflict(
     run_dir = artifacts.run_dir(deps.artifacts_root, cmd.run_id)
     assert (run_dir / "patch.diff").is_file()  # kept for review
     assert receive_packs(git) == 0
+
+
+async def test_a_patch_path_outside_the_run_is_refused_before_anything(
+    world: tuple[SeededRepo, Deps, bytes], git: GitSmartHTTPServer
+) -> None:
+    # Another run's patch sits beside this run's folder; a stage reporting a path
+    # that leads there must not get it pushed under this run.
+    seeded, deps, diff = world
+    other = command(seeded)
+    store(deps, other, diff)
+    cmd = command(seeded).model_copy(
+        update={
+            "patch": ArtifactRef(
+                path=f"../{other.run_id}/patch.diff", artifact_type="patch"
+            )
+        }
+    )
+    git.clear_requests()
+
+    outcome = await run_publish(cmd, deps)
+
+    assert code_of(outcome) == "invalid_message"
+    assert receive_packs(git) == 0
