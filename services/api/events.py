@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream.message import StreamMessage
-from faststream.rabbit import RabbitRouter
+from faststream.rabbit import Channel, RabbitRouter
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -220,7 +220,12 @@ def build_router() -> RabbitRouter:
     router.subscriber(queue_for("api", Route.CODEX_VOLUME_CHECKED), EXCHANGE)(
         on_codex_volume_checked
     )
-    router.subscriber(LOG_RECORDS, LOGS_EXCHANGE, decoder=logsink.decode_raw)(
-        logsink.on_log_records
-    )
+    # One batch at a time, on its own channel: the sink then stores a process's
+    # records in the order it shipped them (ids follow emission order).
+    router.subscriber(
+        LOG_RECORDS,
+        LOGS_EXCHANGE,
+        decoder=logsink.decode_raw,
+        channel=Channel(prefetch_count=1),
+    )(logsink.on_log_records)
     return router

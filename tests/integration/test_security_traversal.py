@@ -137,6 +137,19 @@ async def _run_reporting(
             artifacts=[patch, *(ArtifactRef(path=p, artifact_type="x") for p in paths)],
         )
     )
+    # Only once the API applied ours: the stage's own copy carries the same message
+    # id, and the API handles deliveries concurrently, so the first to arrive must not
+    # race the second.
+    await wait_for(
+        sandbox.token_api,
+        run_id,
+        frozenset({"running", "succeeded"}),
+        where=lambda r: any(
+            t["taskName"] == TaskName.SUBMIT_CODEX_JOB and t["status"] == "succeeded"
+            for t in r.get("tasks") or []
+        ),
+        headers=owner.headers,
+    )
     sandbox.stages.release(run_id)
     run = await wait_for(sandbox.token_api, run_id, headers=owner.headers)
     assert run["status"] == "succeeded", run
