@@ -58,7 +58,7 @@ async def get_principal(request: Request) -> Principal:
     return Principal(user_id)
 
 
-def require_service_token(request: Request) -> None:
+async def require_service_token(request: Request) -> None:
     """The internal API: only callers holding INTERNAL_API_TOKEN."""
     expected: str | None = request.app.state.internal_token
     token = _bearer(request)
@@ -66,6 +66,16 @@ def require_service_token(request: Request) -> None:
         raise Unauthorized("the internal API needs the service token")
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-KeyringDep = Annotated[Keyring, Depends(get_keyring)]
+async def _settings(request: Request) -> Settings:
+    return get_settings(request)
+
+
+async def _keyring(request: Request) -> Keyring:
+    return get_keyring(request)
+
+
+# `async def` dependencies: FastAPI runs plain `def` ones in its thread pool, a
+# hand-off per request that costs more than these lookups themselves.
+SettingsDep = Annotated[Settings, Depends(_settings)]
+KeyringDep = Annotated[Keyring, Depends(_keyring)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

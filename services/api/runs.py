@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -331,12 +331,9 @@ async def list_runs(
         conditions.append(func.lower(Run.repository) == filters.repository.lower())
     if after is not None:
         created, last_id = after
-        conditions.append(
-            or_(
-                Run.created_at < created,
-                and_(Run.created_at == created, Run.id < last_id),
-            )
-        )
+        # the row-value form is an index condition; the OR form was a filter over
+        # every row before the cursor
+        conditions.append(tuple_(Run.created_at, Run.id) < tuple_(created, last_id))
     if conditions:
         query = query.where(*conditions)
     return list((await session.scalars(query)).all())
