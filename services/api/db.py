@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, sessionmaker
 
 
 class Database:
@@ -24,7 +25,11 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             url, pool_pre_ping=True, pool_size=pool_size
         )
-        self.new_session = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions: sessionmaker[Session] = sessionmaker()
+        """The sync sessions behind `new_session`: session events attach here."""
+        self.new_session = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self.sessions
+        )
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -30,6 +30,7 @@ from services.api import (
     events,
     internal_routes,
     log_routes,
+    outbox,
     routes,
 )
 from services.api.errors import (
@@ -47,6 +48,7 @@ from services.api.errors import (
     ShardNotAssigned,
     Unauthorized,
 )
+from services.api.fastpath import FastPath
 from services.api.models import DEFAULT_USER_ID
 from services.api.schemas import ErrorOut
 from services.api.settings import AuthMode, Settings
@@ -250,6 +252,8 @@ async def startup(api: FastAPI) -> AsyncIterator[None]:
     finally:
         shipper: LogShipper = api.state.log_shipper
         await shipper.stop()
+        fast_path: FastPath = api.state.fast_path
+        await fast_path.close()
         await database.dispose()
 
 
@@ -267,10 +271,16 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     database = db.Database(str(settings.database_url))
     broker = RabbitBroker(
         str(settings.rabbitmq_url),
-        default_channel=Channel(prefetch_count=settings.prefetch),
+        # on_return_raises: an unroutable fast-path command must fail, not vanish.
+        default_channel=Channel(
+            prefetch_count=settings.prefetch, on_return_raises=True
+        ),
         graceful_timeout=settings.graceful_timeout,
         logger=logging.getLogger("api.broker"),
     )
+    fast_path = FastPath(broker, database, grace=settings.outbox_fast_path_grace)
+    if settings.outbox_fast_path:
+        outbox.attach(database.sessions, fast_path)
     broker.include_router(events.build_router())
     shipper = install_log_shipper("api", broker)
 
@@ -289,6 +299,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.keyring = keyring
     api.state.internal_token = internal_token
     api.state.log_shipper = shipper
+    api.state.fast_path = fast_path
     for router in (
         routes.router,
         credential_routes.me,

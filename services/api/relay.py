@@ -1,11 +1,13 @@
 """Outbox relay and lease reaper: `python -m services.api.relay`, its own process.
 
-The relay publishes unsent outbox rows with persist, publisher confirms, `mandatory`
-and raise-on-return, then marks them sent in the same transaction that locked them
-(FOR UPDATE SKIP LOCKED, so several relays can run). A row that fails is retried with
-capped backoff, never dropped, and never blocks other rows. It wakes on Postgres NOTIFY
-and polls every RELAY_INTERVAL as a fallback. The reaper fails or re-sends tasks whose
-lease expired, and prunes old outbox and inbox rows.
+The relay publishes due unsent outbox rows with persist, publisher confirms,
+`mandatory` and raise-on-return, a batch at a time, then marks them sent in the same
+transaction that locked them (FOR UPDATE SKIP LOCKED, so several relays can run). In
+the API process the fast path (`fastpath.py`) publishes most rows right after their
+commit; the relay sends what it missed, once the row's grace has passed. A row that
+fails is retried with capped backoff, never dropped, and never blocks other rows. It
+wakes on Postgres NOTIFY and polls every RELAY_INTERVAL as a fallback. The reaper fails
+or re-sends tasks whose lease expired, and prunes old outbox and inbox rows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 from aio_pika.exceptions import DeliveryError
@@ -25,8 +28,9 @@ from faststream.rabbit.schemas import Channel
 from loguru import logger
 from sqlalchemy import delete, select
 
-from services.api import logsink, transitions
+from services.api import logsink, outbox, transitions
 from services.api.db import Database, is_unavailable
+from services.api.fastpath import publish
 from services.api.models import InboxRow, OutboxRow
 from services.api.outbox import NOTIFY_CHANNEL
 from services.api.settings import Settings
@@ -34,7 +38,7 @@ from shared.liveness import LivenessFile
 from shared.logging import configure_logging
 from shared.logship import install as install_log_shipper
 from shared.metrics import configure_metrics, get_metrics
-from shared.topology import EXCHANGE, declare_topology
+from shared.topology import declare_topology
 
 MAX_BACKOFF = 60.0
 
@@ -54,9 +58,14 @@ class Relay:
         self.stop = asyncio.Event()
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch of due rows; returns how many were sent."""
-        sent = 0
+        """Publish up to one batch of due rows; returns how many were sent.
+
+        Rows are published one after the other (awaiting each confirm), then the
+        confirmed ones are marked sent in one UPDATE, in the transaction that locked
+        them.
+        """
         now = datetime.now(UTC)
+        sent: list[tuple[UUID, datetime]] = []
         async with self.database.new_session() as session, session.begin():
             rows = (
                 await session.scalars(
@@ -69,42 +78,33 @@ class Relay:
             ).all()
             for row in rows:
                 try:
-                    await self.broker.publish(
-                        row.payload,
-                        exchange=EXCHANGE,
-                        routing_key=row.routing_key,
-                        persist=True,
-                        mandatory=row.mandatory,
-                        message_id=str(row.id),
-                        correlation_id=str(row.payload.get("run_id", "")),
-                        timeout=self.settings.relay_publish_timeout,
-                    )
-                except (
-                    Exception
-                ) as exc:  # any publish failure: keep the row, retry it later
-                    row.attempts += 1
-                    row.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
-                    row.available_at = datetime.now(UTC) + backoff(row.attempts)
-                    get_metrics().incr(
-                        "outbox_publish_failed",
-                        routing_key=row.routing_key.split(".")[0],
-                    )
-                    logger.warning(
-                        "Outbox row {id} not published (attempt {n}): {error}",
-                        id=str(row.id),
-                        n=row.attempts,
-                        error=row.last_error,
-                    )
+                    await publish(self.broker, row, self.settings.relay_publish_timeout)
+                except Exception as exc:  # any publish failure: keep the row
+                    self._failed(row, exc)
                     if not isinstance(exc, DeliveryError | PublishError):
                         # Broker unreachable or timing out: stop burning attempts
                         # on the batch.
                         break
                     continue
-                row.sent_at = datetime.now(UTC)
-                sent += 1
+                sent.append((row.id, datetime.now(UTC)))
+            await outbox.mark_sent(session, sent)
         if sent:
-            get_metrics().incr("outbox_published", sent)
-        return sent
+            get_metrics().incr("outbox_published", len(sent))
+        return len(sent)
+
+    def _failed(self, row: OutboxRow, exc: BaseException) -> None:
+        row.attempts += 1
+        row.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        row.available_at = datetime.now(UTC) + backoff(row.attempts)
+        get_metrics().incr(
+            "outbox_publish_failed", routing_key=row.routing_key.split(".")[0]
+        )
+        logger.warning(
+            "Outbox row {id} not published (attempt {n}): {error}",
+            id=str(row.id),
+            n=row.attempts,
+            error=row.last_error,
+        )
 
     async def drain(self) -> int:
         total = 0

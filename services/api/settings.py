@@ -37,6 +37,13 @@ class Settings(ServiceSettings):
     relay_publish_timeout: float = Field(
         10.0, gt=0, validation_alias="RELAY_PUBLISH_TIMEOUT"
     )
+    outbox_fast_path: bool = Field(True, validation_alias="OUTBOX_FAST_PATH")
+    """The API publishes its committed outbox rows itself; the relay is the net."""
+    outbox_fast_path_grace: float = Field(
+        5.0, gt=0, validation_alias="OUTBOX_FAST_PATH_GRACE"
+    )
+    """Seconds the relay leaves a fast-path row alone (the fast path gives up on a
+    publish after half of it)."""
     reaper_interval: float = Field(15.0, gt=0, validation_alias="REAPER_INTERVAL")
     lease_max_redispatch: int = Field(2, ge=0, validation_alias="LEASE_MAX_REDISPATCH")
     outbox_retention_hours: float = Field(
