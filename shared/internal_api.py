@@ -1,19 +1,26 @@
 """The workers' client for the API's internal endpoints (service token only).
 
 Provider keys are fetched just in time for one run and registered with the log
-redactor as they arrive; they never travel in AMQP messages.
+redactor as they arrive; they never travel in AMQP messages. An API that does not
+answer, or answers 5xx (a restart, a database outage: 503), is asked again with
+capped backoff for up to `retry_for` seconds before the run fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Protocol
 from uuid import UUID
 
 import httpx
+from loguru import logger
 
 from shared.redaction import register_secret
+
+FIRST_DELAY = 0.5
+MAX_DELAY = 8.0
 
 
 class InternalApiError(Exception):
@@ -37,14 +44,40 @@ class InternalApi:
         token: Callable[[], str | None],
         *,
         timeout: float = 10.0,
+        retry_for: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """`token` is asked on every call: a token file may appear after start-up."""
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
+        self._retry_for = retry_for
+        self._transport = transport
 
     async def secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]:
-        """The run's user's keys among `providers` (absent ones are simply missing)."""
+        """The run's user's keys among `providers` (absent ones are simply missing).
+
+        Retryable failures are retried in place: the API restarting or waiting for
+        its database is no reason to fail the run.
+        """
+        deadline = time.monotonic() + self._retry_for
+        delay = FIRST_DELAY
+        while True:
+            try:
+                return await self._secrets(run_id, providers)
+            except InternalApiError as exc:
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning(
+                    "Credentials of run {} not fetched ({}); again in {:.1f}s",
+                    run_id,
+                    exc.code,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
+
+    async def _secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]:
         token = self._token()
         if not token:
             raise InternalApiError(
@@ -55,7 +88,9 @@ class InternalApi:
         url = f"{self._base_url}/internal/runs/{run_id}/secrets"
         headers = {"Authorization": f"Bearer {token}"}
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport
+            ) as client:
                 response = await client.post(
                     url, json={"providers": providers}, headers=headers
                 )

@@ -120,6 +120,7 @@ class LogShipper:
         self._reported = 0
         self._sink_id: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # -- the sink: called by loguru for every record ---------------------------------
 
@@ -150,6 +151,7 @@ class LogShipper:
         """Start publishing and reporting on the running loop (idempotent)."""
         if self._tasks:
             return
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._ship_forever(), name="log-shipper"),
             asyncio.create_task(self._report_forever(), name="log-shipper-report"),
@@ -157,11 +159,14 @@ class LogShipper:
 
     async def stop(self, *, flush_timeout: float = 2.0) -> None:
         """Stop the tasks, try one last flush within `flush_timeout`, detach."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded, and the loop checks `_stopping` too: on Python 3.11 the
+            # `wait_for` in `flush_batch` can swallow the cancel, and while handlers
+            # keep logging the loop never ran dry (SIGTERM never stopped a stage).
+            await asyncio.wait(self._tasks, timeout=flush_timeout)
         self._tasks = []
         with contextlib.suppress(TimeoutError, Exception):
             await asyncio.wait_for(self.flush(), flush_timeout)
@@ -172,15 +177,24 @@ class LogShipper:
             self._sink_id = None
 
     async def flush(self) -> int:
-        """Publish everything buffered now; returns how many records were sent."""
-        sent = 0
-        while self.buffer:
-            sent += await self.flush_batch()
+        """Publish what is buffered now; returns how many records were sent.
+
+        Records logged meanwhile wait for the next flush. Unbounded, the final flush
+        in `stop()` ran as long as handlers kept logging (the subscribers consume
+        until the shutdown hooks return), and on Python 3.11 `wait_for` can swallow
+        the cancellation meant to end it: SIGTERM never stopped the process.
+        """
+        sent, left = 0, len(self.buffer)
+        while self.buffer and left > 0:
+            size = min(left, self.batch_size)
+            left -= size
+            sent += await self.flush_batch(size)
         return sent
 
-    async def flush_batch(self) -> int:
+    async def flush_batch(self, size: int | None = None) -> int:
         batch: list[dict[str, Any]] = []
-        while self.buffer and len(batch) < self.batch_size:
+        limit = self.batch_size if size is None else size
+        while self.buffer and len(batch) < limit:
             batch.append(self.buffer.popleft())
         groups: dict[str, list[dict[str, Any]]] = {}
         for item in batch:
@@ -201,7 +215,7 @@ class LogShipper:
         return sent
 
     async def _ship_forever(self) -> None:
-        while True:
+        while not self._stopping:
             if self.buffer:
                 await self.flush_batch()
             else:

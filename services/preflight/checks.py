@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from loguru import logger
 
@@ -100,7 +101,11 @@ async def run_discovery(cmd: DiscoverNextPhase, deps: Deps) -> Outcome:
     if error is not None:
         return Outcome(error=error)
     remote = remote_for(cmd.repository, deps.github_git_url)
-    workdir = deps.workspaces_root / str(cmd.run_id) / f"discover-{cmd.attempt}"
+    # One folder per execution: a duplicate delivery of this command may run at the
+    # same time (another replica, or this one), and a shared folder would be emptied
+    # under the other's feet (git_unavailable, feature_not_found).
+    name = f"discover-{cmd.attempt}-{uuid4().hex[:8]}"
+    workdir = deps.workspaces_root / str(cmd.run_id) / name
     try:
         found = await discover(
             remote,

@@ -105,8 +105,22 @@ class Workspace:
                 token=token,
             )  # fmt: skip
         except GitError as exc:
+            # Another copy of this command may have pushed the same commit meanwhile
+            # (the lease, or the ref lock, then fails ours): the branch is as wanted.
+            if exc.code not in _DENIED and await self._holds(remote, token, ref, ours):
+                return f"{ref} already at {ours}: pushed meanwhile\n"
             raise _push_error(exc) from None
         return redact_text(out)
+
+    async def _holds(
+        self, remote: Remote, token: str | None, ref: str, sha: str
+    ) -> bool:
+        """Whether the remote branch is at `sha` now (False when it can't tell)."""
+        try:
+            listed = await self.git("ls-remote", "--", remote.url, ref, token=token)
+        except GitError:
+            return False
+        return listed.split("\t", 1)[0].strip() == sha
 
     async def _own_earlier_push(
         self, remote: Remote, token: str | None, ref: str, run_id: UUID

@@ -8,9 +8,12 @@ attempt therefore ends with the same branch, commit and pull request.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from services.publisher import policy
 from services.publisher.github import GithubClient, GithubError, Pull
@@ -133,8 +136,18 @@ class _Publisher:
             self.kept.append(ref)
 
     async def publish(self) -> dict[str, Any]:
+        # One working copy per execution, removed afterwards: a duplicate delivery of
+        # the command may run at the same time (another replica, or this one), and a
+        # shared folder would be emptied under the other's feet.
+        name = f"publish-{self.cmd.attempt}-{uuid4().hex[:8]}"
+        workdir = self.deps.workspaces_root / str(self.cmd.run_id) / name
+        try:
+            return await self._publish(workdir)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _publish(self, workdir: Path) -> dict[str, Any]:
         cmd, deps = self.cmd, self.deps
-        workdir = deps.workspaces_root / str(cmd.run_id) / f"publish-{cmd.attempt}"
         await clone_at(
             self.remote, self.token, branch=cmd.base_branch, sha=cmd.base_sha,
             workspace=workdir, git_timeout=deps.git_timeout,

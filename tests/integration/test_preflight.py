@@ -294,7 +294,23 @@ async def test_discovery_finds_the_first_open_task(
     assert written["discovered"]["task_id"] == FIRST_OPEN_TASK
     assert written["tasksPath"] == f"specs/{FEATURE_KEY}/tasks.md"
     assert token not in artifact(tmp_path, cmd.run_id, "discovery.json")
-    assert not (tmp_path / "workspaces" / str(cmd.run_id) / "discover-1").exists()
+    assert list((tmp_path / "workspaces" / str(cmd.run_id)).glob("discover-*")) == []
+
+
+async def test_copies_of_one_discovery_command_at_once_all_succeed(
+    tmp_path: Path, git: GitSmartHTTPServer, github: FakeGitHub, token: str
+) -> None:
+    """Found by `make chaos`: two deliveries of one command (a redelivery, an outbox
+    row published twice) ran at the same time in one folder and broke each other
+    (git_unavailable, feature_not_found)."""
+    seed(git, github, token)
+    cmd = discover_cmd()
+    deps = make_deps(tmp_path, git, github, {"github": token})
+    outcomes = await asyncio.gather(*(run_discovery(cmd, deps) for _ in range(4)))
+
+    assert [o.error for o in outcomes] == [None] * 4
+    assert len({json.dumps(summary_of(o), sort_keys=True) for o in outcomes}) == 1
+    assert list((tmp_path / "workspaces" / str(cmd.run_id)).iterdir()) == []
 
 
 async def test_discovery_of_a_finished_feature_is_no_work(

@@ -6,6 +6,7 @@ seeded Spec Kit repository the way the Codex runner makes it. No containers need
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -305,6 +306,25 @@ async def test_the_same_command_twice_opens_exactly_one_pull_request(
     assert second["pr_url"] == first["pr_url"]
     assert second["commit_sha"] == first["commit_sha"]
     assert second["adopted"] is True
+
+
+async def test_copies_of_one_command_at_once_open_exactly_one_pull_request(
+    world: tuple[SeededRepo, Deps, bytes], github: FakeGitHub
+) -> None:
+    """Found by `make chaos`: two deliveries of one command (a redelivery, an outbox
+    row published twice) at the same time shared one working copy, and the second
+    emptied it under the first."""
+    seeded, deps, diff = world
+    cmd = command(seeded)
+    store(deps, cmd, diff)
+
+    outcomes = await asyncio.gather(*(run_publish(cmd, deps) for _ in range(3)))
+
+    summaries = [ok(outcome) for outcome in outcomes]
+    assert len({s["commit_sha"] for s in summaries}) == 1
+    assert len({s["pr_url"] for s in summaries}) == 1
+    assert len(github.pulls_created) == 1
+    assert list((deps.workspaces_root / str(cmd.run_id)).iterdir()) == []
 
 
 async def test_a_crash_between_push_and_pull_request_still_opens_one(

@@ -111,6 +111,29 @@ async def test_own_and_amqp_records_are_not_shipped() -> None:
     assert messages == ["consumer cancelled"]
 
 
+@pytest.mark.timeout(30)  # before the fix it never ended, not even on cancel
+async def test_stop_ends_while_handlers_keep_logging() -> None:
+    """Found by `make chaos` (f): a stage kept consuming and logging during the
+    shutdown hooks, the final flush never emptied the buffer, and SIGTERM never
+    stopped the process."""
+
+    async def busy(_key: str, _records: list[dict[str, Any]]) -> None:
+        logger.info("a handler still at work")  # every publish brings a new record
+        await asyncio.sleep(0)
+
+    shipper = LogShipper("unit", busy, batch_size=1, timeout=0.5)
+    shipper.attach()
+    for n in range(3):
+        logger.info("n={n}", n=n)
+    async with asyncio.timeout(5):
+        assert await shipper.flush() == 3
+    shipper.start()
+    await asyncio.sleep(0.2)  # shipping, and every publish logs again
+    began = time.perf_counter()
+    await shipper.stop(flush_timeout=1)
+    assert time.perf_counter() - began < 5
+
+
 async def test_a_full_buffer_drops_and_counts() -> None:
     shipper = LogShipper("unit", Recorder(), maxsize=3)
     shipper.attach()

@@ -140,7 +140,7 @@ async def test_discovery_finds_the_first_open_task(tmp_path: Path) -> None:
         {"path": "discovery.json", "artifact_type": "discovery"}
     ]
     assert (tmp_path / "artifacts" / str(cmd.run_id) / "discovery.json").is_file()
-    assert not (tmp_path / "work" / str(cmd.run_id) / "discover-1").exists()
+    assert list((tmp_path / "work" / str(cmd.run_id)).glob("discover-*")) == []
 
 
 @pytest.mark.usefixtures("metrics")

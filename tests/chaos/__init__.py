@@ -1,0 +1,1 @@
+"""`make chaos`: fault scenarios with Jepsen-style accounting over runs."""
