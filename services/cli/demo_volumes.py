@@ -49,11 +49,13 @@ def _container(image: str, volume: str, script: str) -> dict[str, Any]:
     }
 
 
-def _tar_one(name: str, data: bytes) -> bytes:
+def tar_one(name: str, data: bytes, *, uid: int = 1000, mode: int = 0o600) -> bytes:
+    """A tar archive of one file `name` owned by `uid` (the Codex user, `app`)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         info = tarfile.TarInfo(name)
-        info.size, info.uid, info.gid, info.mode = len(data), 1000, 1000, 0o600
+        info.size, info.uid, info.gid, info.mode = len(data), uid, uid, mode
+        info.uname = info.gname = "app"
         info.mtime = int(time.time())
         archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
@@ -108,7 +110,7 @@ async def log_in(
                 {"Name": name, "Labels": {DEMO_LABEL: "1"}}
             )
             code = await _run(docker, image, name, f"test -s {CODEX_HOME}/auth.json",
-                              put=_tar_one("auth.json", auth))  # fmt: skip
+                              put=tar_one("auth.json", auth))  # fmt: skip
             if code != 0:
                 raise VolumeError(
                     f"auth.json did not reach volume {name} (exit {code})"

@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from services.cli import sample_repo
 
 Item = dict[str, Any]
@@ -172,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     key = args.key_file.read_text().strip()
     with OfflineModel((args.host, args.port), key) as server:
-        print(f"offline model serving {server.base_url}", flush=True)  # noqa: T201
+        logger.info("offline model serving {}", server.base_url)
         server.serve_forever(poll_interval=0.2)
 
 

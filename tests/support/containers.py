@@ -12,10 +12,7 @@ read the logs, delete in a `finally`. Background: ../shared/notes/container-engi
 from __future__ import annotations
 
 import asyncio
-import io
 import secrets
-import tarfile
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +25,8 @@ import httpx
 from aiodocker.exceptions import DockerError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.cli.demo_volumes import tar_one
 
 START_HINT = (
     "start it with `make podman` (then `. var/podman/env.sh`), "
@@ -324,19 +323,6 @@ async def init_volume(
         )
 
 
-def _tar_one(name: str, data: bytes, *, uid: int = 1000, mode: int = 0o600) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.uid = info.gid = uid
-        info.uname = info.gname = "app"
-        info.mode = mode
-        info.mtime = int(time.time())
-        archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 async def write_auth_json(
     docker: aiodocker.Docker,
     volume: str,
@@ -359,7 +345,7 @@ async def write_auth_json(
         ["/bin/sh", "-c", f"test -f {CODEX_HOME}/auth.json"],
         binds=[f"{volume}:{CODEX_HOME}"],
     )
-    archive = _tar_one("auth.json", content.encode())
+    archive = tar_one("auth.json", content.encode())
     container = await docker.containers.create(config=config)
     try:
         for attempt in range(3):  # Podman 4.3 may answer 500 "broken pipe" once
