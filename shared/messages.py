@@ -7,7 +7,7 @@ values.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 from uuid import UUID, uuid4, uuid5
@@ -233,10 +233,15 @@ SUMMARY_TYPES: dict[TaskName, type[Wire]] = {
 # -------------------------------- task events (evt.task.<status>)
 
 
+STARTED_AFTER = timedelta(seconds=0.5)
+"""Default STAGE_STARTED_AFTER: a stage whose work ends sooner sends no TaskStarted."""
+
+
 class TaskStarted(Message):
     """The stage took the command.
 
-    It promises a heartbeat or an outcome before `lease_until`.
+    It promises a heartbeat or an outcome before `lease_until`. Optional for work
+    shorter than the stage's STAGE_STARTED_AFTER: an outcome implies the start.
     """
 
     lease_until: datetime | None = None

@@ -5,6 +5,7 @@ The names are the ones `.env.example` documents.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import AliasChoices, AmqpDsn, Field, SecretStr, field_validator
@@ -67,6 +68,15 @@ class WorkerSettings(ServiceSettings):
     dev_secrets_key_file: Path = Field(
         Path("var/secrets.key"), validation_alias="DEV_SECRETS_KEY_FILE"
     )
+    stage_started_after: float = Field(
+        0.5, ge=0, validation_alias="STAGE_STARTED_AFTER"
+    )
+    """Seconds of work before a stage sends TaskStarted (0: at once); quicker work
+    sends only its outcome. The Codex runner always sends it (its ack waits on it)."""
+
+    @property
+    def started_after(self) -> timedelta:
+        return timedelta(seconds=self.stage_started_after)
 
     def service_token(self) -> str | None:
         """INTERNAL_API_TOKEN, else the development token the API generated beside

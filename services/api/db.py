@@ -78,7 +78,9 @@ _RETRY_SQLSTATES = {
 
 
 def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
+    """SQLSTATE of a SQLAlchemy error's driver error, or of asyncpg's own (raised by
+    the statements `direct.py` sends straight to it)."""
+    orig = getattr(exc, "orig", None) or exc
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
 
 
@@ -90,7 +92,9 @@ def is_unavailable(exc: BaseException) -> bool:
             or _sqlstate(exc) in _UNAVAILABLE_SQLSTATES
             or isinstance(exc, OperationalError | InterfaceError)
         )
-    return isinstance(exc, OSError | asyncio.TimeoutError)
+    return _sqlstate(exc) in _UNAVAILABLE_SQLSTATES or isinstance(
+        exc, OSError | asyncio.TimeoutError
+    )
 
 
 async def retry_while_unavailable(

@@ -7,12 +7,11 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import outbox
+from services.api import direct, outbox
 from services.api.lifecycle import PHASES, TaskStatus
-from services.api.models import DEFAULT_USER_ID, Run, RunEvent, TaskState, User
+from services.api.models import DEFAULT_USER_ID, Run, RunEvent, User
 from shared.messages import (
     ApplyAndPublish,
     CodexShard,
@@ -127,23 +126,27 @@ async def dispatch(session: AsyncSession, run: Run, task: TaskName) -> Command:
             select(User.email).where(User.id == run.created_by)
         )
     command = build_command(run, task, run.attempt, requested_by=requested_by)
-    await session.execute(
-        insert(TaskState)
-        .values(
-            id=uuid4(),
-            run_id=run.id,
-            task_name=task,
-            attempt=run.attempt,
-            status=TaskStatus.QUEUED,
-            payload=command.model_dump(mode="json"),
-        )
-        .on_conflict_do_nothing(constraint="uq_spec_workflow_task_states_key")
-    )
+    await queue_task(session, run, command)
     await outbox.enqueue(session, command)
+    return command
+
+
+async def queue_task(session: AsyncSession, run: Run, command: Command) -> None:
+    """The task row of `command` (queued), and the run now waits on it; no message
+    (the API serves finalize_run itself in the same transaction)."""
+    task = command.task
+    await direct.insert_task(
+        session,
+        id=uuid4(),
+        run_id=run.id,
+        task=task,
+        attempt=run.attempt,
+        status=TaskStatus.QUEUED,
+        payload=command.model_dump(mode="json"),
+    )
     run.current_task = task
     run.phase = PHASES[task]
     timeline(session, run, "task_dispatched", task=task, attempt=run.attempt)
-    return command
 
 
 def timeline(

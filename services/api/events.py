@@ -14,9 +14,18 @@ from faststream.rabbit import Channel, RabbitRouter
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import dead_letters, logsink, manifest, outbox, shards, transitions
+from services.api import (
+    dead_letters,
+    direct,
+    logsink,
+    manifest,
+    outbox,
+    shards,
+    transitions,
+)
 from services.api.db import SessionDep, retry_while_unavailable
 from services.api.deps import SettingsDep
+from services.api.models import Run
 from services.api.settings import Settings
 from shared.messages import (
     CodexVolumeChecked,
@@ -25,6 +34,7 @@ from shared.messages import (
     TaskCancelled,
     TaskFailed,
     TaskHeartbeat,
+    TaskName,
     TaskStarted,
     TaskSucceeded,
 )
@@ -54,10 +64,15 @@ async def _apply(
     """
 
     async def attempt() -> transitions.Outcome:
+        # No autoflush: the run row's changes and the timeline go out once, at the
+        # commit (one UPDATE, one multi-row INSERT), not before every statement.
         async with session.begin():
-            if not await outbox.first_delivery(session, event.message_id):
-                return transitions.Outcome(False, "duplicate")
-            return await action(session, event)
+            with session.no_autoflush:
+                if not await outbox.first_delivery(session, event.message_id):
+                    return transitions.Outcome(False, "duplicate")
+                outcome = await action(session, event)
+                await direct.flush(session)
+                return outcome
 
     with logger.contextualize(
         run_id=str(event.run_id),
@@ -96,6 +111,7 @@ async def on_task_succeeded(
             e,
             shards=settings.codex_shards,
             volume_prefix=settings.codex_volume_prefix,
+            closer=_closer(settings),
         )
 
     await _apply(session, event, record)
@@ -137,14 +153,40 @@ async def on_finalize_run(
 def _finalizer(
     settings: Settings,
 ) -> Callable[[AsyncSession, FinalizeRun], Awaitable[transitions.Outcome]]:
+    """A finalize_run command (a retry resuming there, or one queued by an older
+    version): close the run, then its manifest."""
+
     async def finalize(session: AsyncSession, cmd: FinalizeRun) -> transitions.Outcome:
         run, outcome = await transitions.finalize(session, cmd)
         if run is not None:
-            path = await manifest.write(session, run, settings.artifacts_root)
-            await transitions.record_manifest(session, run, path)
+            await _write_manifest(session, run, settings)
         return outcome
 
     return finalize
+
+
+async def _write_manifest(session: AsyncSession, run: Run, settings: Settings) -> None:
+    path = await manifest.write(session, run, settings.artifacts_root)
+    await transitions.record_manifest(session, run, path)
+
+
+def _closer(settings: Settings) -> transitions.Closer:
+    """finalize_run served inline, in apply_and_publish's success transaction:
+    observed as the task it is (metrics, log lines), then the manifest."""
+
+    async def close(session: AsyncSession, run: Run) -> None:
+        with observe_task(
+            get_metrics(),
+            TaskName.FINALIZE_RUN,
+            run.id,
+            run.attempt,
+            details={},
+            retry=run.attempt > 1,
+        ) as task:
+            await _write_manifest(session, run, settings)
+            task.succeeded({"outcome": "applied"})
+
+    return close
 
 
 async def _decode_dead_letter(message: StreamMessage[Any]) -> dict[str, str]:

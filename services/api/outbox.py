@@ -21,7 +21,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api.models import InboxRow, OutboxRow
+from services.api import direct
+from services.api.models import OutboxRow
 from shared.messages import Message
 from shared.routing import route_of
 
@@ -96,13 +97,15 @@ async def enqueue(
         )
         await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
         return
-    inserted = await session.scalar(
-        insert(OutboxRow)
-        .values(**values, available_at=func.now() + fast_path.grace)
-        .on_conflict_do_nothing(index_elements=[OutboxRow.id])
-        .returning(OutboxRow.id)
+    inserted = await direct.insert_outbox(
+        session,
+        id=message.message_id,
+        routing_key=routing_key,
+        payload=payload,
+        mandatory=mandatory,
+        delay_seconds=fast_path.grace.total_seconds(),
     )
-    if inserted is not None:  # an existing row is the relay's (or already sent)
+    if inserted:  # an existing row is the relay's (or already sent)
         pending = Pending(message.message_id, routing_key, payload, mandatory)
         session.info.setdefault(_PENDING, []).append(pending)
 
@@ -137,13 +140,7 @@ async def hand_back(session: AsyncSession, ids: Sequence[UUID]) -> None:
 
 async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
     """Record `message_id` in the inbox; False when already processed (a duplicate)."""
-    inserted = await session.scalar(
-        insert(InboxRow)
-        .values(message_id=message_id)
-        .on_conflict_do_nothing(index_elements=[InboxRow.message_id])
-        .returning(InboxRow.message_id)
-    )
-    return inserted is not None
+    return await direct.first_delivery(session, message_id)
 
 
 async def pending_count(session: AsyncSession) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from services.api import outbox
+from services.api import direct, outbox
 from services.api.dispatch import announce_status, dispatch, shard_of, timeline
 from services.api.errors import (
     ActiveRunExists,
@@ -168,6 +168,7 @@ async def create_run(
         featureKey=run.feature_key,
     )
     await dispatch(session, run, TaskName.DISCOVER_NEXT_PHASE)
+    await direct.flush(session)
     return run, True
 
 

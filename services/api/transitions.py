@@ -9,6 +9,7 @@ changes nothing and says why.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -17,11 +18,17 @@ from uuid import uuid4
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import outbox
-from services.api.dispatch import announce_status, command_id, dispatch, timeline
+from services.api import direct, outbox
+from services.api.dispatch import (
+    announce_status,
+    build_command,
+    command_id,
+    dispatch,
+    queue_task,
+    timeline,
+)
 from services.api.lifecycle import (
     ACTIVE_RUN,
     OPEN_TASK,
@@ -32,7 +39,7 @@ from services.api.lifecycle import (
     next_task,
     shard_for,
 )
-from services.api.models import Artifact, CredentialAudit, Run, TaskState
+from services.api.models import CredentialAudit, Run, TaskState
 from services.api.runs import lock_run
 from shared.messages import (
     SUMMARY_TYPES,
@@ -87,19 +94,15 @@ async def _move_task(
 
     False when the edge is not allowed.
     """
-    result = await session.execute(
-        update(TaskState)
-        .where(
-            TaskState.run_id == run.id,
-            TaskState.task_name == task,
-            TaskState.attempt == run.attempt,
-            TaskState.status.in_(TASK_ALLOWED_FROM[to]),
-        )
-        .values(status=to, **values)
-        .returning(TaskState.id)
-        .execution_options(synchronize_session=False)
+    return await direct.move_task(
+        session,
+        run.id,
+        task,
+        run.attempt,
+        to,
+        sorted(TASK_ALLOWED_FROM[to]),
+        values,
     )
-    return result.first() is not None
 
 
 async def record_started(session: AsyncSession, event: TaskStarted) -> Outcome:
@@ -149,13 +152,21 @@ async def record_heartbeat(session: AsyncSession, event: TaskHeartbeat) -> Outco
     return APPLIED
 
 
+Closer = Callable[[AsyncSession, Run], Awaitable[None]]
+"""What finalize_run adds once the run is closed (the manifest): `events.py`'s."""
+
+
 async def record_succeeded(
     session: AsyncSession,
     event: TaskSucceeded,
     *,
     shards: int,
     volume_prefix: str = CODEX_VOLUME_PREFIX,
+    closer: Closer | None = None,
 ) -> Outcome:
+    """Record the success and move on: the next stage's command, or, after
+    apply_and_publish and with a `closer`, finalize_run served at once in this
+    transaction (no command to itself, no second transaction)."""
     run, outcome = await _current(session, event)
     if run is None:
         return outcome
@@ -191,6 +202,10 @@ async def record_succeeded(
         following = next_task(event.task)
         if following is None:
             _finish(run, RunStatus.SUCCEEDED, now)
+        elif following is TaskName.FINALIZE_RUN and closer is not None:
+            await queue_task(session, run, build_command(run, following, run.attempt))
+            if await _close(session, run, now):
+                await closer(session, run)
         else:
             await dispatch(session, run, following)
     if run.status != before:  # evt.run.<status> marks changes, not every step
@@ -392,7 +407,14 @@ async def finalize(session: AsyncSession, event: Message) -> tuple[Run | None, O
     run, outcome = await _current(session, event)
     if run is None:
         return None, outcome
-    now = datetime.now(UTC)
+    if not await _close(session, run, datetime.now(UTC)):
+        return None, Outcome(False, "transition_not_allowed")
+    await announce_status(session, run)
+    return run, APPLIED
+
+
+async def _close(session: AsyncSession, run: Run, now: datetime) -> bool:
+    """finalize_run's own transition: its task and the run succeed."""
     if not await _move_task(
         session,
         run,
@@ -401,13 +423,12 @@ async def finalize(session: AsyncSession, event: Message) -> tuple[Run | None, O
         started_at=now,
         finished_at=now,
     ):
-        return None, Outcome(False, "transition_not_allowed")
+        return False
     timeline(
         session, run, "task_succeeded", task=TaskName.FINALIZE_RUN, attempt=run.attempt
     )
     _finish(run, RunStatus.SUCCEEDED, now)
-    await announce_status(session, run)
-    return run, APPLIED
+    return True
 
 
 async def record_manifest(session: AsyncSession, run: Run, path: str) -> None:
@@ -443,23 +464,16 @@ def safe_relative(path: str) -> str | None:
 async def _record_artifacts(
     session: AsyncSession, run: Run, task: TaskName, refs: list[ArtifactRef]
 ) -> None:
+    rows = []
     for ref in refs:
         path = safe_relative(ref.path)
         if path is None:
             # A stage never names files outside its run; drop rather than trust.
             continue
-        await session.execute(
-            insert(Artifact)
-            .values(
-                id=uuid4(),
-                run_id=run.id,
-                artifact_type=ref.artifact_type[:64],
-                path=path,
-                task_name=task,
-                attempt=run.attempt,
-            )
-            .on_conflict_do_nothing(constraint="uq_workflow_artifacts_path")
+        rows.append(
+            (uuid4(), run.id, ref.artifact_type[:64], path, str(task), run.attempt)
         )
+    await direct.insert_artifacts(session, rows)
 
 
 async def expired_leases(

@@ -7,7 +7,7 @@ handlers publish it. Nothing here imports FastStream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -21,6 +21,7 @@ from shared import artifacts
 from shared.git import GitError, Remote, remote_for, run_git
 from shared.internal_api import InternalApiError, SecretSource
 from shared.messages import (
+    STARTED_AFTER,
     ArtifactRef,
     CodexPreflight,
     CodexShard,
@@ -63,7 +64,9 @@ class Deps:
         github_git_url: str,
         git_timeout: float,
         codex_image: str,
+        started_after: timedelta = STARTED_AFTER,
     ) -> None:
+        self.started_after = started_after
         self.internal_api = internal_api
         self.probes = probes
         self.artifacts_root = artifacts_root

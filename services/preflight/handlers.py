@@ -54,9 +54,10 @@ async def _serve(
     details: dict[str, Any],
     check: Callable[[], Awaitable[Outcome]],
     metrics: Metrics,
+    started_after: timedelta,
 ) -> None:
     """Announce the start with a lease, run the check, publish its outcome."""
-    async with serving(cmd, events, metrics, details, LEASE) as seen:
+    async with serving(cmd, events, metrics, details, LEASE, started_after) as seen:
         outcome = await check()
         if outcome.volume is not None:
             await volume_checked.publish(outcome.volume)
@@ -75,7 +76,13 @@ async def on_discover_next_phase(
     cmd: DiscoverNextPhase, deps: DepsDep, metrics: MetricsDep
 ) -> None:
     details = stub.command_details(cmd) | {"requested_task_id": cmd.requested_task_id}
-    await _serve(cmd, details, lambda: checks.run_discovery(cmd, deps), metrics)
+    await _serve(
+        cmd,
+        details,
+        lambda: checks.run_discovery(cmd, deps),
+        metrics,
+        deps.started_after,
+    )
 
 
 @router.subscriber(queue_for(SERVICE, Route.CODEX_PREFLIGHT), EXCHANGE)
@@ -83,7 +90,13 @@ async def on_codex_preflight(
     cmd: CodexPreflight, deps: DepsDep, metrics: MetricsDep
 ) -> None:
     details = stub.command_details(cmd)
-    await _serve(cmd, details, lambda: checks.run_preflight(cmd, deps), metrics)
+    await _serve(
+        cmd,
+        details,
+        lambda: checks.run_preflight(cmd, deps),
+        metrics,
+        deps.started_after,
+    )
 
 
 @router.subscriber(queue_for(SERVICE, Route.PROBE_CODEX_VOLUME), EXCHANGE)

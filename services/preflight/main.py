@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.preflight import handlers
 from services.preflight.checks import Deps
 from services.preflight.probe import DockerLoginProbe, ProbeCache
 from services.preflight.settings import Settings
+from shared import runtime
 from shared.internal_api import InternalApi
 from shared.worker import build_worker
 
@@ -29,9 +28,10 @@ handlers.configure(
         github_api_url=settings.github_api_url,
         github_git_url=settings.github_git_url,
         git_timeout=settings.git_timeout,
+        started_after=settings.started_after,
         codex_image=settings.codex_image,
     )
 )
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    runtime.run(app.run())

@@ -44,7 +44,9 @@ async def on_apply_and_publish(
     cmd: ApplyAndPublish, deps: DepsDep, metrics: MetricsDep
 ) -> None:
     details = stub.command_details(cmd)
-    async with serving(cmd, events, metrics, details, LEASE) as seen:
+    async with serving(
+        cmd, events, metrics, details, LEASE, deps.started_after
+    ) as seen:
         outcome = await run_publish(cmd, deps)
         await report(
             cmd,

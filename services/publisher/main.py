@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.publisher import handlers
 from services.publisher.landing import Identity
 from services.publisher.publish import Deps
 from services.publisher.settings import Settings
+from shared import runtime
 from shared.internal_api import InternalApi
 from shared.worker import build_worker
 
@@ -23,6 +22,7 @@ handlers.configure(
         github_api_url=settings.github_api_url,
         github_git_url=settings.github_git_url,
         git_timeout=settings.git_timeout,
+        started_after=settings.started_after,
         branch_prefix=settings.branch_prefix,
         author=Identity(settings.author_name, settings.author_email),
         co_author=settings.co_author,
@@ -33,4 +33,4 @@ handlers.configure(
 )
 
 if __name__ == "__main__":
-    asyncio.run(app.run())
+    runtime.run(app.run())

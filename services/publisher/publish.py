@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -22,6 +23,7 @@ from shared import artifacts
 from shared.git import GitError, clone_at, remote_for
 from shared.internal_api import InternalApiError, SecretSource
 from shared.messages import (
+    STARTED_AFTER,
     ApplyAndPublish,
     ArtifactRef,
     PublishMode,
@@ -57,7 +59,9 @@ class Deps:
         max_files: int = 200,
         max_lines: int = 20000,
         co_author: bool = True,
+        started_after: timedelta = STARTED_AFTER,
     ) -> None:
+        self.started_after = started_after
         self.internal_api = internal_api
         self.artifacts_root = artifacts_root
         self.workspaces_root = workspaces_root

@@ -61,18 +61,21 @@ def _what(report: Report) -> list[str]:
     s = report.settings
     return [
         "- **ours**: the real API process (`python -m services.api`, uvicorn on "
-        "loopback: routes, the AMQP event handlers, `finalize_run`), the real relay "
-        "(`python -m services.api.relay`: LISTEN/NOTIFY wake-up, confirms, "
-        "`mandatory`) and one process of **instant stage responders** "
-        "(`tests/bench/responders.py`: the scripted `StageHarness` of the "
-        "integration tests on the real stage queues, answering every command at "
-        "once with `TaskStarted` and a valid `TaskSucceeded`, both persistent and "
-        "confirmed). A run: `POST /api/workflows/speckit/runs` -> "
-        "discover_next_phase -> codex_preflight -> submit_codex_job -> "
-        "apply_and_publish -> finalize_run, every command through the outbox and "
-        "the relay, every event through the API's inbox and guarded transitions. "
-        "Done when `evt.run.succeeded` (put in the outbox by the finalize "
-        "transaction, published by the relay) reaches the driver's exclusive queue.",
+        "loopback: routes, the AMQP event handlers, `finalize_run`, the outbox "
+        "fast path), the real relay (`python -m services.api.relay`: the safety "
+        "net for rows the fast path did not mark sent) and one process of "
+        "**instant stage responders** (`tests/bench/responders.py`: the scripted "
+        "`StageHarness` of the integration tests on the real stage queues, "
+        "answering every command at once with a valid `TaskSucceeded`, preceded "
+        "by `TaskStarted` for Codex jobs only, as the real stages do for work "
+        "shorter than STAGE_STARTED_AFTER; persistent and confirmed). A run: "
+        "`POST /api/workflows/speckit/runs` -> discover_next_phase -> "
+        "codex_preflight -> submit_codex_job -> apply_and_publish -> "
+        "finalize_run (served in apply_and_publish's success transaction), every "
+        "command through the outbox, every event through the API's inbox and "
+        "guarded transitions. Done when `evt.run.succeeded` (put in the outbox by "
+        "that transaction, published by the fast path) reaches the driver's "
+        "exclusive queue.",
         "- **Celery chain**: the same five stages as "
         "`chain(discover_next_phase | codex_preflight | submit_codex_job | "
         "apply_and_publish | finalize_run)` (`tests/bench/celery_chain.py`) with "
@@ -325,12 +328,13 @@ def _hops(report: Report) -> list[str]:
         "",
     ]
     rows = found.rows()
-    relay = [p50 for hop, p50, _ in rows if hop.endswith("(relay)")]
+    relay = [p50 for hop, p50, _ in rows if hop.endswith("outbox row -> published")]
     outcome = [p50 for hop, p50, _ in rows if hop.endswith("outcome recorded")]
     total = next((p50 for hop, p50, _ in rows if hop.startswith("total")), 0.0)
     if relay and total:
         lines += [
-            f"- The {len(relay)} relay hops (outbox row -> published) add up to "
+            f"- The {len(relay)} publish hops (outbox row -> published: the API's "
+            "fast path, the relay only as its safety net) add up to "
             f"{sum(relay):.0f} ms of the {total:.0f} ms p50 "
             f"({100 * sum(relay) / total:.0f}%); broker -> stage -> outcome "
             f"recorded, {len(outcome)} times, to {sum(outcome):.0f} ms "

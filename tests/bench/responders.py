@@ -2,8 +2,10 @@
 
 One process stands in for preflight, the Codex runners and the publisher: the
 scripted `StageHarness` (tests/support/harness.py) on the real stage queues, with no
-script, so every command is answered at once with `TaskStarted` and then
-`TaskSucceeded` carrying a valid typed summary (discovery finds a task, pre-flight
+script, so every command is answered at once: with `TaskSucceeded` only, as the real
+preflight and publisher answer work shorter than STAGE_STARTED_AFTER, and with
+`TaskStarted` then `TaskSucceeded` for Codex jobs (the runner always announces); the
+outcome carries a valid typed summary (discovery finds a task, pre-flight
 passes, Codex writes a one-line `patch.diff`, the publisher reports a PR URL); both
 published persistent and confirmed, as the real stages publish them.
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import runtime
 from shared.topology import declare_topology
 from tests.support.harness import StageHarness
 
@@ -45,7 +48,10 @@ async def forget(harness: StageHarness) -> None:
 
 async def serve(settings: ResponderSettings) -> None:
     harness = StageHarness(
-        settings.rabbitmq_url, settings.codex_shards, settings.artifacts_root
+        settings.rabbitmq_url,
+        settings.codex_shards,
+        settings.artifacts_root,
+        quick_stages=True,
     )
     await harness.broker.connect()
     await declare_topology(harness.broker, settings.codex_shards)
@@ -67,7 +73,7 @@ async def serve(settings: ResponderSettings) -> None:
 
 
 def main() -> None:
-    asyncio.run(serve(ResponderSettings()))
+    runtime.run(serve(ResponderSettings()))
 
 
 if __name__ == "__main__":

@@ -182,15 +182,18 @@ async def test_tap_started_before_the_run_sees_all_of_it(
         "cmd.codex_preflight",
         f"cmd.submit_codex_job.{shard}",
         "cmd.apply_and_publish",
-        "cmd.finalize_run",
-    ], keys
-    for task in PIPELINE:  # each stage announced its start, then its success
+    ], keys  # finalize_run: served by the API in apply_and_publish's transaction
+    for task in PIPELINE:  # each stage succeeded once
         if task is TaskName.FINALIZE_RUN:
             continue  # the API itself closes the run: no worker, no task events
         of_task = [r["routing_key"] for r in mine if r["body"].get("task") == task]
         events = [k for k in of_task if k.startswith("evt.task.")]
-        assert events[0] == "evt.task.started", (task, of_task)
+        # Codex always announces its start (its ack waits on it); a quicker stage
+        # only when its work outlasts STAGE_STARTED_AFTER
+        if task is TaskName.SUBMIT_CODEX_JOB:
+            assert events[0] == "evt.task.started", (task, of_task)
         assert events[-1] == "evt.task.succeeded", (task, of_task)
+        assert events.count("evt.task.succeeded") == 1, (task, of_task)
         assert "evt.task.failed" not in events, (task, of_task)
     statuses = [k for k in keys if k.startswith("evt.run.")]
     assert statuses[-1] == "evt.run.succeeded", statuses

@@ -109,12 +109,13 @@ async def test_tap_prints_a_run_s_traffic_and_leaves_no_queue(
         "cmd.codex_preflight",
         f"cmd.submit_codex_job.{shard}",
         "cmd.apply_and_publish",
-        "cmd.finalize_run",
         "evt.task.started",
         "evt.task.succeeded",
         "evt.run.running",
     ):
         assert expected in keys
+    # finalize_run is served in apply_and_publish's success transaction: no command
+    assert "cmd.finalize_run" not in keys
     assert all(r["exchange"] == "spec_workflow" for r in ours)
     assert code == 0, err
     assert "Traceback" not in err

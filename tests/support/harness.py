@@ -45,6 +45,11 @@ from shared.topology import EXCHANGE, codex_cancel_queue, codex_queue, queue_for
 BASE_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
+QUICK_TASKS = frozenset(
+    {TaskName.DISCOVER_NEXT_PHASE, TaskName.CODEX_PREFLIGHT, TaskName.APPLY_AND_PUBLISH}
+)
+
+
 @dataclass
 class Script:
     """What the stages do for runs of one feature key."""
@@ -75,6 +80,9 @@ class StageHarness:
     cancels: list[CancelTask] = field(default_factory=list)
     released: dict[str, asyncio.Event] = field(default_factory=dict)
     published: list[Message] = field(default_factory=list)
+    quick_stages: bool = False
+    """Like the real preflight and publisher with work under STAGE_STARTED_AFTER: no
+    TaskStarted, only the outcome (the Codex runner always sends it)."""
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -172,7 +180,9 @@ class StageHarness:
             await self._emit(outcome, script)
             await self._emit(started, script)
             return
-        await self._emit(started, script)
+        quick = not (script.hold or script.silent_after_start)
+        if not (self.quick_stages and quick and cmd.task in QUICK_TASKS):
+            await self._emit(started, script)
         if cmd.task in script.silent_after_start:
             return
         if cmd.task in script.hold:

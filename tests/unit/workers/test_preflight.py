@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from unittest.mock import ANY
 from uuid import uuid4
@@ -102,6 +103,7 @@ def make_deps(tmp_path: Path, secrets: FakeSecrets, probe: FakeLoginProbe) -> De
         github_git_url="http://127.0.0.1:9",
         git_timeout=30,
         codex_image="localhost/codex:test",
+        started_after=timedelta(0),  # TaskStarted at once: these tests check it
     )
 
 

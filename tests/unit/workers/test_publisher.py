@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from unittest.mock import ANY
 from uuid import uuid4
@@ -77,6 +78,7 @@ def deps(tmp_path: Path, secrets: FakeSecrets) -> Iterator[Deps]:
         github_api_url="http://127.0.0.1:9",  # never called in these tests
         github_git_url="http://127.0.0.1:9",
         git_timeout=5,
+        started_after=timedelta(0),  # TaskStarted at once: these tests check it
     )
     with dependency_provider.scope(get_deps, lambda: made):
         yield made

@@ -1,0 +1,241 @@
+"""The event path's hot statements, sent straight to asyncpg.
+
+They run on the connection under the caller's `AsyncSession` transaction (same
+transaction, same locks), as fixed SQL text that asyncpg prepares once per
+connection: no SQLAlchemy statement is built, cache-keyed or compiled per call, which
+cost ten times the statement itself (about 0.5 ms against 0.04 ms of CPU). The ORM
+still loads and flushes the run row; these write the rows around it.
+
+JSONB parameters are JSON text: that is what SQLAlchemy's asyncpg codec expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from services.api.models import Run, RunEvent
+
+JSONB_COLUMNS = frozenset({"summary", "error", "payload"})
+TASK_COLUMNS = frozenset(
+    {"status", "started_at", "finished_at", "lease_until", "heartbeat_at"}
+    | JSONB_COLUMNS
+)
+
+
+async def connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection of the session's current transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: if
+    ours came first it would run outside the transaction (autocommitted, surviving a
+    rollback). So the adapter's transaction is started here when it has not been.
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    adapter: Any = raw.dbapi_connection
+    if adapter._transaction is None and adapter.isolation_level != "autocommit":
+        await adapter._start_transaction()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
+def jsonb(value: Any) -> str | None:
+    return (
+        None
+        if value is None
+        else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    )
+
+
+async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
+    conn = await connection(session)
+    inserted = await conn.fetchval(
+        "INSERT INTO inbox (message_id) VALUES ($1) "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+        message_id,
+    )
+    return inserted is not None
+
+
+@cache
+def _move_sql(columns: tuple[str, ...]) -> str:
+    sets = "".join(
+        f"{c} = ${i}::jsonb, " if c in JSONB_COLUMNS else f"{c} = ${i}, "
+        for i, c in enumerate(columns, start=6)
+    )
+    return (
+        f"UPDATE spec_workflow_task_states SET status = $1, {sets}"
+        "updated_at = clock_timestamp() "
+        "WHERE run_id = $2 AND task_name = $3 AND attempt = $4 "
+        "AND status = ANY($5::varchar[]) RETURNING id"
+    )
+
+
+async def move_task(
+    session: AsyncSession,
+    run_id: UUID,
+    task: str,
+    attempt: int,
+    to: str,
+    allowed_from: Sequence[str],
+    values: dict[str, Any],
+) -> bool:
+    """Guarded UPDATE of one task row; False unless its status is in `allowed_from`."""
+    unknown = values.keys() - TASK_COLUMNS
+    if unknown:
+        raise ValueError(f"not a task column: {sorted(unknown)}")
+    columns = tuple(sorted(values))
+    params = [jsonb(values[c]) if c in JSONB_COLUMNS else values[c] for c in columns]
+    conn = await connection(session)
+    moved = await conn.fetchval(
+        _move_sql(columns),
+        to,
+        run_id,
+        task,
+        attempt,
+        list(allowed_from),
+        *params,
+    )
+    return moved is not None
+
+
+async def insert_task(
+    session: AsyncSession,
+    *,
+    id: UUID,
+    run_id: UUID,
+    task: str,
+    attempt: int,
+    status: str,
+    payload: dict[str, Any],
+) -> None:
+    """A task row of an attempt; an existing one (same run, task, attempt) stays."""
+    conn = await connection(session)
+    await conn.execute(
+        "INSERT INTO spec_workflow_task_states "
+        "(id, run_id, task_name, attempt, status, payload, redispatches) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, 0) "
+        "ON CONFLICT ON CONSTRAINT uq_spec_workflow_task_states_key DO NOTHING",
+        id,
+        run_id,
+        task,
+        attempt,
+        status,
+        jsonb(payload),
+    )
+
+
+async def insert_outbox(
+    session: AsyncSession,
+    *,
+    id: UUID,
+    routing_key: str,
+    payload: dict[str, Any],
+    mandatory: bool,
+    delay_seconds: float,
+) -> bool:
+    """An outbox row due `delay_seconds` after now; False if its id already exists."""
+    conn = await connection(session)
+    inserted = await conn.fetchval(
+        "INSERT INTO outbox (id, routing_key, payload, mandatory, attempts, "
+        "available_at) VALUES ($1, $2, $3::jsonb, $4, 0, "
+        "now() + make_interval(secs => $5)) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+        id,
+        routing_key,
+        jsonb(payload),
+        mandatory,
+        delay_seconds,
+    )
+    return inserted is not None
+
+
+async def insert_artifacts(
+    session: AsyncSession, rows: Sequence[tuple[UUID, UUID, str, str, str, int]]
+) -> None:
+    """(id, run_id, artifact_type, path, task_name, attempt) rows; a path the run
+    already has stays as it is."""
+    if not rows:
+        return
+    conn = await connection(session)
+    await conn.executemany(
+        "INSERT INTO workflow_artifacts "
+        "(id, run_id, artifact_type, path, task_name, attempt) "
+        "VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT ON CONSTRAINT uq_workflow_artifacts_path DO NOTHING",
+        rows,
+    )
+
+
+async def flush(session: AsyncSession) -> None:
+    """Write the transaction's new timeline entries and its run-row changes directly,
+    leaving nothing of theirs to the unit of work; the commit's ORM flush writes
+    whatever else is pending (audit rows).
+
+    Timeline entries go in one multi-row INSERT, each run's changed columns in one
+    UPDATE (with `updated_at`, as the ORM's `onupdate` would).
+    """
+    entries = [o for o in session.new if isinstance(o, RunEvent)]
+    changed = [o for o in session.dirty if isinstance(o, Run)]
+    if not entries and not changed:
+        return
+    conn = await connection(session)
+    for run in changed:
+        await _update_run(conn, run)
+    if entries:
+        await conn.executemany(
+            "INSERT INTO run_events (run_id, seq, kind, task_name, attempt, data) "
+            "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+            [
+                (e.run_id, e.seq, e.kind, e.task_name, e.attempt, jsonb(e.data or {}))
+                for e in entries
+            ],
+        )
+        for entry in entries:
+            session.expunge(entry)
+
+
+async def _update_run(conn: asyncpg.Connection, run: Run) -> None:
+    state = inspect(run)
+    columns = [
+        attr.key
+        for attr in state.attrs
+        if attr.key in RUN_COLUMNS and attr.history.has_changes()
+    ]
+    if not columns:
+        return
+    params = [
+        jsonb(getattr(run, c)) if c in RUN_JSONB else getattr(run, c) for c in columns
+    ]
+    updated = await conn.fetchval(_run_sql(tuple(columns)), run.id, *params)
+    set_committed_value(run, "updated_at", updated)
+    for column in columns:  # now what the database holds
+        set_committed_value(run, column, getattr(run, column))
+
+
+RUN_COLUMNS = frozenset(c.key for c in Run.__table__.columns) - {
+    "id",
+    "created_at",
+    "updated_at",
+}
+RUN_JSONB = frozenset({"outputs"})
+
+
+@cache
+def _run_sql(columns: tuple[str, ...]) -> str:
+    sets = "".join(
+        f"{c} = ${i}::jsonb, " if c in RUN_JSONB else f"{c} = ${i}, "
+        for i, c in enumerate(columns, start=2)
+    )
+    return (
+        f"UPDATE spec_workflow_runs SET {sets}updated_at = clock_timestamp() "
+        "WHERE id = $1 RETURNING updated_at"
+    )

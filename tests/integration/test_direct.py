@@ -1,0 +1,146 @@
+"""services.api.direct: the event path's statements sent straight to asyncpg stay
+inside the session's transaction, and its flush leaves the ORM nothing to redo."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.api import direct
+from services.api.db import Database
+from services.api.dispatch import timeline
+from services.api.lifecycle import TASK_ALLOWED_FROM, TaskStatus
+from services.api.models import DEFAULT_USER_ID, InboxRow, Run, RunEvent, TaskState
+from services.api.runs import NewRun, create_run, lock_run
+
+
+class Boom(Exception):
+    pass
+
+
+async def inbox_has(database: Database, message_id: uuid.UUID) -> bool:
+    async with database.new_session() as session:
+        return await session.get(InboxRow, message_id) is not None
+
+
+async def test_a_direct_statement_first_still_rolls_back(database: Database) -> None:
+    """The adapter's BEGIN is lazy: a direct statement first must not autocommit."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+
+    async def fail_after_insert(session: AsyncSession) -> None:
+        async with session.begin():
+            assert await direct.first_delivery(session, first)
+            raise Boom
+
+    async with database.new_session() as session:
+        with pytest.raises(Boom):
+            await fail_after_insert(session)
+        async with session.begin():  # the same session, a new transaction
+            assert await direct.first_delivery(session, second)
+            await session.rollback()
+    assert not await inbox_has(database, first)
+    assert not await inbox_has(database, second)
+
+    async with database.new_session() as session, session.begin():
+        assert await direct.first_delivery(session, first)
+        assert not await direct.first_delivery(session, first)  # a duplicate
+    assert await inbox_has(database, first)
+
+
+async def new_run(database: Database) -> uuid.UUID:
+    request = NewRun(
+        repository="acme/direct",
+        feature_key=f"direct-{uuid.uuid4().hex[:8]}",
+        base_branch="main",
+        task_id=None,
+        publish_mode="pr",
+        notes=None,
+    )
+    async with database.new_session() as session, session.begin():
+        run, created = await create_run(
+            session, request, user_id=DEFAULT_USER_ID, idempotency_key=None
+        )
+    assert created
+    return run.id
+
+
+async def test_flush_writes_the_run_and_its_timeline_once(database: Database) -> None:
+    run_id = await new_run(database)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement.split()[0])
+
+    async with database.new_session() as session:
+        async with session.begin():
+            run = await lock_run(session, run_id)
+            assert run is not None
+            before = run.updated_at
+            run.status = "running"
+            run.outputs = {**run.outputs, "discover_next_phase": {"n": 1}}
+            timeline(session, run, "task_started", task="discover_next_phase")
+            timeline(session, run, "probe", note="twice")
+            await direct.flush(session)
+            event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+        event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+        assert statements == []  # the commit's ORM flush had nothing left to write
+        assert run.updated_at > before  # the committed value, as the database has it
+
+    async with database.new_session() as session:
+        stored = await session.get(Run, run_id)
+        assert stored is not None
+        assert stored.status == "running"
+        assert stored.outputs["discover_next_phase"] == {"n": 1}
+        assert stored.updated_at == run.updated_at
+        entries = (
+            await session.scalars(
+                select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.seq)
+            )
+        ).all()
+    assert [(e.seq, e.kind) for e in entries][-2:] == [
+        (stored.event_seq - 1, "task_started"),
+        (stored.event_seq, "probe"),
+    ]
+    assert entries[-1].data == {"note": "twice"}
+
+
+async def test_move_task_is_guarded(database: Database) -> None:
+    run_id = await new_run(database)
+    now = datetime.now(UTC)
+    running = sorted(TASK_ALLOWED_FROM[TaskStatus.RUNNING])
+    async with database.new_session() as session, session.begin():
+        assert await direct.move_task(
+            session,
+            run_id,
+            "discover_next_phase",
+            1,
+            TaskStatus.RUNNING,
+            running,
+            {"started_at": now, "summary": {"k": [1, 2]}},
+        )
+        # running -> running is no edge: nothing changes
+        assert not await direct.move_task(
+            session,
+            run_id,
+            "discover_next_phase",
+            1,
+            TaskStatus.RUNNING,
+            running,
+            {"started_at": datetime.now(UTC)},
+        )
+        with pytest.raises(ValueError, match="not a task column"):
+            await direct.move_task(
+                session, run_id, "discover_next_phase", 1, "running", running, {"x": 1}
+            )
+    async with database.new_session() as session:
+        state = (
+            await session.scalars(select(TaskState).where(TaskState.run_id == run_id))
+        ).one()
+    assert state.status == "running"
+    assert state.started_at == now
+    assert state.summary == {"k": [1, 2]}
+    assert state.updated_at > state.created_at
