@@ -17,11 +17,11 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from services.api.db import json_text
 from services.api.models import Run, RunEvent
 
 JSONB_COLUMNS = frozenset({"summary", "error", "payload"})
@@ -48,11 +48,7 @@ async def connection(session: AsyncSession) -> asyncpg.Connection:
 
 
 def jsonb(value: Any) -> str | None:
-    return (
-        None
-        if value is None
-        else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    )
+    return None if value is None else json_text(value)
 
 
 async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
