@@ -19,6 +19,7 @@ from uuid import UUID
 import asyncpg
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.api.db import json_text
@@ -235,3 +236,31 @@ def _run_sql(columns: tuple[str, ...]) -> str:
         f"UPDATE spec_workflow_runs SET {sets}updated_at = clock_timestamp() "
         "WHERE id = $1 RETURNING updated_at"
     )
+
+
+RUN_SELECT = (
+    "SELECT "
+    + ", ".join(c.key for c in Run.__table__.columns)
+    + " FROM spec_workflow_runs WHERE id = $1"
+)
+
+
+async def lock_run(
+    session: AsyncSession, run_id: UUID, *, owner: UUID | None = None
+) -> Run | None:
+    """The run row, locked FOR UPDATE, as a persistent ORM object of the session,
+    loaded without an ORM query (`make_transient_to_detached`, then `add`).
+
+    Only for a run the session does not hold yet (`runs.lock_run` checks).
+    """
+    conn = await connection(session)
+    sql = RUN_SELECT + (" AND created_by = $2" if owner is not None else "")
+    row = await conn.fetchrow(
+        sql + " FOR UPDATE", *((run_id, owner) if owner is not None else (run_id,))
+    )
+    if row is None:
+        return None
+    run = Run(**dict(row.items()))
+    make_transient_to_detached(run)
+    session.add(run)
+    return run

@@ -81,6 +81,9 @@ async def lock_run(
 
     Every transition of a run is serialised on it.
     """
+    if session.identity_key(Run, (run_id,)) not in session.identity_map:
+        return await direct.lock_run(session, run_id, owner=owner)
+    # the session holds it already: the ORM reloads it over what it has
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
         query = query.where(Run.created_by == owner)

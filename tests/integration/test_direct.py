@@ -15,7 +15,7 @@ from services.api.db import Database
 from services.api.dispatch import timeline
 from services.api.lifecycle import TASK_ALLOWED_FROM, TaskStatus
 from services.api.models import DEFAULT_USER_ID, InboxRow, Run, RunEvent, TaskState
-from services.api.runs import NewRun, create_run, lock_run
+from services.api.runs import lock_run
 
 
 class Boom(Exception):
@@ -52,20 +52,36 @@ async def test_a_direct_statement_first_still_rolls_back(database: Database) -> 
 
 
 async def new_run(database: Database) -> uuid.UUID:
-    request = NewRun(
-        repository="acme/direct",
-        feature_key=f"direct-{uuid.uuid4().hex[:8]}",
-        base_branch="main",
-        task_id=None,
-        publish_mode="pr",
-        notes=None,
-    )
+    """A run row and its first task row, with no command: the session's stack (relay,
+    stages) must not move it while a test does."""
+    run_id = uuid.uuid4()
     async with database.new_session() as session, session.begin():
-        run, created = await create_run(
-            session, request, user_id=DEFAULT_USER_ID, idempotency_key=None
+        session.add(
+            Run(
+                id=run_id,
+                repository="acme/direct",
+                feature_key=f"direct-{run_id.hex[:8]}",
+                base_branch="main",
+                publish_mode="pr",
+                status="pending",
+                phase="discover",
+                attempt=1,
+                outputs={},
+                event_seq=0,
+                created_by=DEFAULT_USER_ID,
+            )
         )
-    assert created
-    return run.id
+        await session.flush()
+        await direct.insert_task(
+            session,
+            id=uuid.uuid4(),
+            run_id=run_id,
+            task="discover_next_phase",
+            attempt=1,
+            status="queued",
+            payload={},
+        )
+    return run_id
 
 
 async def test_flush_writes_the_run_and_its_timeline_once(database: Database) -> None:
