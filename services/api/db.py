@@ -18,11 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-
-def json_text(value: object) -> str:
-    """JSON/JSONB parameters as orjson writes them (the stdlib's json is several
-    times slower on the run's growing `outputs`); enum keys by value."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+from services.api.direct import json_text
 
 
 class Database:

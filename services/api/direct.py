@@ -17,12 +17,12 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
-from services.api.db import json_text
 from services.api.models import Run, RunEvent
 
 JSONB_COLUMNS = frozenset({"summary", "error", "payload"})
@@ -46,6 +46,13 @@ async def connection(session: AsyncSession) -> asyncpg.Connection:
         await adapter._start_transaction()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
+
+
+def json_text(value: object) -> str:
+    """JSON/JSONB parameters as orjson writes them (the stdlib's json is several
+    times slower on the run's growing `outputs`); enum keys by value. The engine's
+    serializer too (`db.Database`)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def jsonb(value: Any) -> str | None:
@@ -177,42 +184,64 @@ async def flush(session: AsyncSession) -> None:
     leaving nothing of theirs to the unit of work; the commit's ORM flush writes
     whatever else is pending (audit rows).
 
-    Timeline entries go in one multi-row INSERT, each run's changed columns in one
-    UPDATE (with `updated_at`, as the ORM's `onupdate` would).
+    The run's changed columns (with `updated_at`, as the ORM's `onupdate` would) and
+    the timeline entries go in one statement: an UPDATE and a multi-row INSERT.
     """
     entries = [o for o in session.new if isinstance(o, RunEvent)]
     changed = [o for o in session.dirty if isinstance(o, Run)]
     if not entries and not changed:
         return
     conn = await connection(session)
+    timeline: list[list[Any]] = [
+        list(c) for c in zip(*map(_entry, entries), strict=True)
+    ]
     for run in changed:
-        await _update_run(conn, run)
-    if entries:
-        await conn.executemany(
-            "INSERT INTO run_events (run_id, seq, kind, task_name, attempt, data) "
-            "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-            [
-                (e.run_id, e.seq, e.kind, e.task_name, e.attempt, jsonb(e.data or {}))
-                for e in entries
-            ],
-        )
-        for entry in entries:
-            session.expunge(entry)
+        await _update_run(conn, run, timeline)
+        timeline = []  # written with the first run
+    if timeline:
+        await conn.execute(f"{_timeline_cte(1)} SELECT 1", *timeline)
+    for entry in entries:
+        session.expunge(entry)
 
 
-async def _update_run(conn: asyncpg.Connection, run: Run) -> None:
+def _entry(e: RunEvent) -> tuple[Any, ...]:
+    return (e.run_id, e.seq, e.kind, e.task_name, e.attempt, jsonb(e.data or {}))
+
+
+@cache
+def _timeline_cte(first: int) -> str:
+    """INSERT of the timeline from six arrays, parameters $first to $first+5."""
+    arrays = ", ".join(
+        f"${first + k}::{kind}[]"
+        for k, kind in enumerate(("uuid", "int", "varchar", "varchar", "int", "jsonb"))
+    )
+    return (
+        "WITH timeline AS (INSERT INTO run_events "
+        f"(run_id, seq, kind, task_name, attempt, data) SELECT * FROM unnest({arrays}))"
+    )
+
+
+async def _update_run(
+    conn: asyncpg.Connection, run: Run, timeline: list[list[Any]]
+) -> None:
+    """The run's changed columns, with the timeline entries if given, in one
+    statement."""
     state = inspect(run)
-    columns = [
+    columns = tuple(
         attr.key
         for attr in state.attrs
         if attr.key in RUN_COLUMNS and attr.history.has_changes()
-    ]
+    )
     if not columns:
+        if timeline:
+            await conn.execute(f"{_timeline_cte(1)} SELECT 1", *timeline)
         return
     params = [
         jsonb(getattr(run, c)) if c in RUN_JSONB else getattr(run, c) for c in columns
     ]
-    updated = await conn.fetchval(_run_sql(tuple(columns)), run.id, *params)
+    updated = await conn.fetchval(
+        _run_sql(columns, bool(timeline)), run.id, *params, *timeline
+    )
     set_committed_value(run, "updated_at", updated)
     for column in columns:  # now what the database holds
         set_committed_value(run, column, getattr(run, column))
@@ -227,15 +256,20 @@ RUN_JSONB = frozenset({"outputs"})
 
 
 @cache
-def _run_sql(columns: tuple[str, ...]) -> str:
+def _run_sql(columns: tuple[str, ...], with_timeline: bool) -> str:
+    """$1 the run, then its changed columns, then the timeline's six arrays."""
     sets = "".join(
         f"{c} = ${i}::jsonb, " if c in RUN_JSONB else f"{c} = ${i}, "
         for i, c in enumerate(columns, start=2)
     )
-    return (
+    update = (
         f"UPDATE spec_workflow_runs SET {sets}updated_at = clock_timestamp() "
         "WHERE id = $1 RETURNING updated_at"
     )
+    if not with_timeline:
+        return update
+    cte = _timeline_cte(len(columns) + 2)
+    return f"{cte}, changed AS ({update}) SELECT updated_at FROM changed"
 
 
 RUN_SELECT = (
