@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
-from services.api import cursor, runs, shards
+from services.api import cursor, reads, runs, shards
 from services.api.db import DatabaseDep, SessionDep
 from services.api.deps import PrincipalDep, SettingsDep, get_principal
 from services.api.dispatch import shard_of
@@ -111,7 +111,7 @@ async def create_run(
     return run_out(run, settings)
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=RunList)
 async def list_runs(
     session: SessionDep,
     settings: SettingsDep,
@@ -123,25 +123,25 @@ async def list_runs(
     repository: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor_token: Annotated[str | None, Query(alias="cursor", max_length=200)] = None,
-) -> RunList:
+) -> Response:
     after = cursor.decode(cursor_token) if cursor_token else None
     filters = runs.ListFilter(
         status=status.value if status else None,
         feature_key=feature_key,
         repository=repository,
     )
-    async with session.begin():
-        rows = await runs.list_runs(
-            session, filters, owner=caller.user_id, limit=limit, after=after
-        )
-    page = rows[:limit]
-    next_cursor = (
-        cursor.encode(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+    body = await reads.runs_json(
+        session,
+        filters,
+        owner=caller.user_id,
+        limit=limit,
+        after=after,
+        artifacts_root=settings.artifacts_root,
     )
-    return RunList(items=[run_out(r, settings) for r in page], next_cursor=next_cursor)
+    return Response(body, media_type=reads.MEDIA_TYPE)
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=RunOut)
 async def get_run(
     run_id: UUID,
     session: SessionDep,
@@ -152,23 +152,17 @@ async def get_run(
     include_credential_audit: Annotated[
         bool, Query(alias="includeCredentialAudit")
     ] = True,
-) -> RunOut:
-    async with session.begin():
-        run = await runs.get_run(
-            session,
-            run_id,
-            owner=caller.user_id,
-            tasks=include_tasks,
-            artifacts=include_artifacts,
-            audits=include_credential_audit,
-        )
-    return run_out(
-        run,
-        settings,
+) -> Response:
+    body = await reads.run_json(
+        session,
+        run_id,
+        owner=caller.user_id,
+        artifacts_root=settings.artifacts_root,
         tasks=include_tasks,
         artifacts=include_artifacts,
         audits=include_credential_audit,
     )
+    return Response(body, media_type=reads.MEDIA_TYPE)
 
 
 @router.post("/runs/{run_id}/retry", status_code=202)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -69,6 +68,8 @@ class NewRun:
 
 @dataclass(frozen=True)
 class ListFilter:
+    """GET /runs' filters (`reads.runs_json`)."""
+
     status: str | None = None
     feature_key: str | None = None
     repository: str | None = None
@@ -312,35 +313,6 @@ async def get_run(
     if run is None:
         raise RunNotFound(f"no run {run_id}")
     return run
-
-
-async def list_runs(
-    session: AsyncSession,
-    filters: ListFilter,
-    *,
-    owner: UUID | None,
-    limit: int,
-    after: tuple[datetime, UUID] | None,
-) -> list[Run]:
-    """Newest first, keyset-paginated on (created_at, id); up to `limit + 1` rows."""
-    query = select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)
-    conditions: list[Any] = []
-    if owner is not None:
-        conditions.append(Run.created_by == owner)
-    if filters.status is not None:
-        conditions.append(Run.status == filters.status)
-    if filters.feature_key is not None:
-        conditions.append(Run.feature_key == filters.feature_key)
-    if filters.repository is not None:
-        conditions.append(func.lower(Run.repository) == filters.repository.lower())
-    if after is not None:
-        created, last_id = after
-        # the row-value form is an index condition; the OR form was a filter over
-        # every row before the cursor
-        conditions.append(tuple_(Run.created_at, Run.id) < tuple_(created, last_id))
-    if conditions:
-        query = query.where(*conditions)
-    return list((await session.scalars(query)).all())
 
 
 async def visible_run(

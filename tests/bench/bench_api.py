@@ -5,6 +5,10 @@ each with its five task rows, two artifacts and a credential audit, shaped like 
 rows a real run leaves, then `VACUUM ANALYZE`. `measure` sends requests to the real
 API process over HTTP (uvicorn, loopback) from `concurrency` clients at once, each
 client's next request as soon as its last one is answered.
+
+The clients are plain keep-alive HTTP/1.1 connections (`Client`), not httpx: the load
+generator shares the 2 cores with what it measures, and httpx spent about 3 ms of CPU
+per request there, more than the API itself after its read path was made cheap.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import asyncpg
 import httpx
-from sqlalchemy import event, func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.engine import make_url
 
-from services.api import cursor, runs
-from services.api.models import DEFAULT_USER_ID, Run
+from services.api import cursor, reads
+from services.api.models import DEFAULT_USER_ID
+from services.api.runs import ListFilter
 from tests.bench.stats import Latency
 
 RUNS = "/api/workflows/speckit/runs"
@@ -199,6 +203,35 @@ class BadAnswer(RuntimeError):
     """The API answered a read with an error."""
 
 
+class Client:
+    """One keep-alive HTTP/1.1 connection that sends GETs and reads whole answers
+    (uvicorn always sends Content-Length for these)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, base_url: httpx.URL) -> Client:
+        reader, writer = await asyncio.open_connection(base_url.host, base_url.port)
+        return cls(reader, writer)
+
+    async def get(self, path: str, params: dict[str, str]) -> int:
+        """The status of GET `path?params`; the body is read and dropped."""
+        target = f"{path}?{urlencode(params)}" if params else path
+        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
+        start = head.find(b"\r\ncontent-length:")
+        if start < 0:
+            raise BadAnswer(f"GET {target}: no Content-Length in {head[:200]!r}")
+        start += len(b"\r\ncontent-length:")
+        await self.reader.readexactly(int(head[start : head.index(b"\r\n", start)]))
+        return int(head[9:12])
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
 async def measure(
     client: httpx.AsyncClient,
     endpoint: Endpoint,
@@ -208,70 +241,62 @@ async def measure(
     rng: random.Random,
     round_: int = 1,
 ) -> Load:
+    """`requests` GETs from `concurrency` `Client`s at `client.base_url`; `client`
+    sends the uncounted warm-up."""
     name, make = endpoint
     ms: list[float] = []
     todo = [make(rng) for _ in range(requests)]
 
-    async def client_loop() -> None:
+    async def client_loop(connection: Client) -> None:
         while todo:
             path, params = todo.pop()
             started = time.perf_counter()
-            response = await client.get(path, params=params)
+            status = await connection.get(path, params)
             ms.append((time.perf_counter() - started) * 1000)
-            if response.status_code != 200:
-                raise BadAnswer(f"{name}: {response.status_code}")
+            if status != 200:
+                raise BadAnswer(f"{name}: {status}")
 
     for path, params in todo[:5]:  # uncounted warm-up
         (await client.get(path, params=params)).raise_for_status()
-    started = time.perf_counter()
-    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    connections = [await Client.open(client.base_url) for _ in range(concurrency)]
+    try:
+        # uncounted too: one answer on each connection, all at once
+        await asyncio.gather(*(c.get(*todo[-1]) for c in connections))
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(c) for c in connections))
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
     return Load(name, concurrency, round_, ms, time.perf_counter() - started)
 
 
 async def list_plans(database_url: str) -> list[tuple[str, str]]:
-    """EXPLAIN ANALYZE of the SELECT the list route runs (`runs.list_runs`, captured
-    as SQLAlchemy sends it): the first page, and a page from the middle."""
-    engine = create_async_engine(database_url)
-    captured: list[tuple[str, Any]] = []
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def capture(*args: Any) -> None:
-        captured.append((args[2], args[3]))  # statement, parameters
-
-    new_session = async_sessionmaker(engine, expire_on_commit=False)
+    """EXPLAIN ANALYZE of the SELECT the list route runs (`reads.list_query`): the
+    first page, and a page from the middle."""
+    dsn = make_url(database_url).set(drivername="postgresql")
+    connection = await asyncpg.connect(dsn.render_as_string(hide_password=False))
     plans: list[tuple[str, str]] = []
     try:
-        async with engine.connect() as connection:
-            middle = (
-                await connection.execute(
-                    select(Run.created_at, Run.id)
-                    .order_by(Run.created_at.desc(), Run.id.desc())
-                    .offset(select(func.count()).select_from(Run).scalar_subquery() / 2)
-                    .limit(1)
-                )
-            ).one()
+        middle = await connection.fetchrow(
+            "SELECT created_at, id FROM spec_workflow_runs"
+            " ORDER BY created_at DESC, id DESC"
+            " OFFSET (SELECT count(*) / 2 FROM spec_workflow_runs) LIMIT 1"
+        )
         pages: list[tuple[str, tuple[datetime, UUID] | None]] = [
             ("first page", None),
-            ("a cursor halfway down", (middle.created_at, middle.id)),
+            ("a cursor halfway down", (middle["created_at"], middle["id"])),
         ]
         for name, after in pages:
-            captured.clear()
-            async with new_session() as session, session.begin():
-                await runs.list_runs(
-                    session,
-                    runs.ListFilter(),
-                    owner=DEFAULT_USER_ID,
-                    limit=20,
-                    after=after,
-                )
-            statement, parameters = captured[-1]
-            async with engine.connect() as connection:
-                raw = await connection.get_raw_connection()
-                driver: Any = raw.driver_connection  # asyncpg's own connection
-                rows = await driver.fetch(
-                    f"EXPLAIN (ANALYZE, COSTS OFF) {statement}", *parameters
-                )
+            statement, parameters = reads.list_query(
+                ListFilter(),
+                owner=DEFAULT_USER_ID,
+                limit=20,
+                after=after,
+                artifacts_root="/artifacts",
+            )
+            rows = await connection.fetch(
+                f"EXPLAIN (ANALYZE, COSTS OFF) {statement}", *parameters
+            )
             plans.append((name, "\n".join(row[0] for row in rows)))
     finally:
-        await engine.dispose()
+        await connection.close()
     return plans

@@ -420,7 +420,7 @@ def _api(report: Report) -> list[str]:
     lines.append("")
     if report.plans:
         lines += [
-            "The list's SELECT as `runs.list_runs` sends it, under EXPLAIN ANALYZE "
+            "The list's SELECT as `reads.runs_json` sends it, under EXPLAIN ANALYZE "
             "(same data, no load):",
             "",
         ]
