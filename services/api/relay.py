@@ -34,7 +34,6 @@ from services.api.fastpath import publish
 from services.api.models import InboxRow, OutboxRow
 from services.api.outbox import NOTIFY_CHANNEL
 from services.api.settings import Settings
-from shared import runtime
 from shared.liveness import LivenessFile
 from shared.logging import configure_logging
 from shared.logship import install as install_log_shipper
@@ -256,7 +255,7 @@ def main() -> None:
     settings = Settings()
     configure_logging("relay", level=settings.log_level, json=settings.log_json)
     configure_metrics(settings)
-    runtime.run(run(settings))
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from services.codex_runner.codex import CodexAgent
 from services.codex_runner.executors import DockerExecutor, ProcessExecutor
 from services.codex_runner.runner import RunnerDeps, shard_labels
 from services.codex_runner.settings import Settings
-from shared import runtime
 from shared.internal_api import InternalApi, ShardRegistry
 from shared.worker import build_worker
 
@@ -110,4 +109,4 @@ async def stop_registering() -> None:
 
 
 if __name__ == "__main__":
-    runtime.run(app.run())
+    asyncio.run(app.run())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.preflight import handlers
 from services.preflight.checks import Deps
 from services.preflight.probe import DockerLoginProbe, ProbeCache
 from services.preflight.settings import Settings
-from shared import runtime
 from shared.internal_api import InternalApi
 from shared.worker import build_worker
 
@@ -34,4 +35,4 @@ handlers.configure(
 )
 
 if __name__ == "__main__":
-    runtime.run(app.run())
+    asyncio.run(app.run())

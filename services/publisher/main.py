@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.publisher import handlers
 from services.publisher.landing import Identity
 from services.publisher.publish import Deps
 from services.publisher.settings import Settings
-from shared import runtime
 from shared.internal_api import InternalApi
 from shared.worker import build_worker
 
@@ -33,4 +34,4 @@ handlers.configure(
 )
 
 if __name__ == "__main__":
-    runtime.run(app.run())
+    asyncio.run(app.run())

@@ -24,7 +24,6 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared import runtime
 from shared.topology import declare_topology
 from tests.support.harness import StageHarness
 
@@ -73,7 +72,7 @@ async def serve(settings: ResponderSettings) -> None:
 
 
 def main() -> None:
-    runtime.run(serve(ResponderSettings()))
+    asyncio.run(serve(ResponderSettings()))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,11 @@ Fixed in the services (each with a regression test):
   commit the loser failed with `push_unavailable`. Folders are per execution now,
   and a push that fails while the branch already holds this commit counts as pushed
   (`tests/integration/test_preflight.py`, `tests/integration/test_publisher.py`).
+- (c) With the stage workers on uvloop, httpx (anyio) raised `AttributeError:
+  'NoneType' object has no attribute 'getpeername'` instead of a connection error
+  while the API was down, so the internal API client did not retry and 3 runs failed
+  `handler_crashed`. The workers and the relay run on asyncio again; only the API
+  keeps uvloop (scenario c itself is the regression test).
 
 Observed, not changed:
 

@@ -14,8 +14,9 @@ from services.api import direct
 from services.api.db import Database
 from services.api.dispatch import timeline
 from services.api.lifecycle import TASK_ALLOWED_FROM, TaskStatus
-from services.api.models import DEFAULT_USER_ID, InboxRow, Run, RunEvent, TaskState
+from services.api.models import InboxRow, Run, RunEvent, TaskState
 from services.api.runs import lock_run
+from tests.support.rows import bare_run
 
 
 class Boom(Exception):
@@ -56,21 +57,7 @@ async def new_run(database: Database) -> uuid.UUID:
     stages) must not move it while a test does."""
     run_id = uuid.uuid4()
     async with database.new_session() as session, session.begin():
-        session.add(
-            Run(
-                id=run_id,
-                repository="acme/direct",
-                feature_key=f"direct-{run_id.hex[:8]}",
-                base_branch="main",
-                publish_mode="pr",
-                status="pending",
-                phase="discover",
-                attempt=1,
-                outputs={},
-                event_seq=0,
-                created_by=DEFAULT_USER_ID,
-            )
-        )
+        session.add(bare_run(run_id, repository="acme/direct"))
         await session.flush()
         await direct.insert_task(
             session,

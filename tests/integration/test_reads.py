@@ -27,6 +27,7 @@ from services.api.models import (
 from services.api.settings import Settings
 from tests.support.api import RUNS
 from tests.support.reads_reference import page_bytes, run_bytes
+from tests.support.rows import bare_run
 
 T0 = datetime(2031, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 AWKWARD = (
@@ -207,17 +208,9 @@ async def test_a_run_without_relations_reads_empty_lists(
     run_id = uuid.uuid4()
     async with database.new_session() as session, session.begin():
         session.add(
-            Run(
-                id=run_id,
-                repository="acme/bare",
-                feature_key=f"bare-{run_id.hex[:8]}",
-                publish_mode="none",
+            bare_run(
+                run_id,
                 status="cancelled",
-                phase="discover",
-                attempt=1,
-                outputs={},
-                event_seq=0,
-                created_by=DEFAULT_USER_ID,
                 created_at=T0.replace(microsecond=0),
                 updated_at=T0,
             )
