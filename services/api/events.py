@@ -138,14 +138,7 @@ async def on_finalize_run(
     if not current:
         logger.info("Ignored FinalizeRun for run {}: not current", str(cmd.run_id))
         return
-    with observe_task(
-        get_metrics(),
-        cmd.task,
-        cmd.run_id,
-        cmd.attempt,
-        details={},
-        retry=cmd.attempt > 1,
-    ) as task:
+    with observe_task(get_metrics(), cmd.task, cmd.run_id, cmd.attempt) as task:
         outcome = await _apply(session, cmd, _finalizer(settings))
         task.succeeded({"outcome": outcome.reason})
 
@@ -175,14 +168,8 @@ def _closer(settings: Settings) -> transitions.Closer:
     observed as the task it is (metrics, log lines), then the manifest."""
 
     async def close(session: AsyncSession, run: Run) -> None:
-        with observe_task(
-            get_metrics(),
-            TaskName.FINALIZE_RUN,
-            run.id,
-            run.attempt,
-            details={},
-            retry=run.attempt > 1,
-        ) as task:
+        metrics = get_metrics()
+        with observe_task(metrics, TaskName.FINALIZE_RUN, run.id, run.attempt) as task:
             await _write_manifest(session, run, settings)
             task.succeeded({"outcome": "applied"})
 

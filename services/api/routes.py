@@ -24,7 +24,6 @@ from services.api.models import Artifact, CodexShardRow, Run, RunEvent
 from services.api.schemas import (
     ArtifactList,
     ArtifactOut,
-    CredentialAuditOut,
     EventList,
     EventOut,
     ProbeAccepted,
@@ -35,7 +34,6 @@ from services.api.schemas import (
     RunOut,
     ShardList,
     ShardOut,
-    TaskOut,
 )
 from services.api.settings import Settings
 from services.api.timeline import EVENT_STREAM, event_stream, wants_event_stream
@@ -57,31 +55,13 @@ IdempotencyKey = Annotated[
 ]
 
 
-def run_out(
-    run: Run,
-    settings: Settings,
-    *,
-    tasks: bool = False,
-    artifacts: bool = False,
-    audits: bool = False,
-) -> RunOut:
-    # Columns only: relationships are lazy="raise" and are filled in below when they
-    # were loaded.
+def run_out(run: Run, settings: Settings) -> RunOut:
+    """The run's own columns, as POST /runs, retry and cancel answer (the GET routes
+    write their JSON in SQL: `reads.py`). Relationships are lazy="raise": not read."""
     extra: dict[str, object] = {
         c.key: getattr(run, c.key) for c in Run.__mapper__.column_attrs
     }
     extra["artifacts_path"] = str(settings.artifacts_root / str(run.id))
-    if tasks:
-        extra["tasks"] = [TaskOut.model_validate(t) for t in run.tasks]
-        extra["task_summary"] = [
-            TaskOut.model_validate(t) for t in runs.task_summary(run)
-        ]
-    if artifacts:
-        extra["artifacts"] = [ArtifactOut.model_validate(a) for a in run.artifacts]
-    if audits:
-        history = [CredentialAuditOut.model_validate(a) for a in run.credential_audits]
-        extra["credential_audits"] = history
-        extra["credential_audit"] = history[-1] if history else None
     return RunOut.model_validate(extra)
 
 
