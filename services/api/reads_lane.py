@@ -1,12 +1,12 @@
 """Connections for `reads`: one SELECT on asyncpg itself, and a lane that hands a
 finished read's connection to the next read.
 
-A checkout from the engine's pool costs more than the read: the pool's bookkeeping
-and its pre-ping, three round trips (BEGIN, `;`, ROLLBACK) on every checkout. Reads
-come in bursts, so a read leaves its connection in its engine's lane; one that waited
-there LINGER seconds goes back to the pool. A reused connection that turns out broken
-(the database restarted while it waited) is dropped with the rest of the lane and the
-read runs again on a pool checkout, pre-pinged: what the pre-ping would have done.
+A checkout from the engine's pool costs more than the read: the pool's bookkeeping and
+its events (`db._ping_when_idle`). Reads come in bursts, so a read leaves its
+connection in its engine's lane; one that waited there LINGER seconds goes back to the
+pool. A reused connection that turns out broken (the database restarted while it
+waited) is dropped with the rest of the lane and the read runs again on a pool
+checkout, which replaces a connection the server closed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Lane:
         event.listen(engine, "engine_disposed", self.drop)
 
     async def take(self, engine: Engine) -> tuple[PoolProxiedConnection, bool]:
-        """A connection, and whether it waited here (so was not pre-pinged)."""
+        """A connection, and whether it waited here (so was not checked by the pool)."""
         if self.idle:
             since, connection = self.idle.pop()  # the most recently used
             if time.monotonic() - since < LINGER:
