@@ -59,14 +59,30 @@ def jsonb(value: Any) -> str | None:
     return None if value is None else json_text(value)
 
 
-async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
+_INBOX = (
+    "INSERT INTO inbox (message_id) VALUES ($1) "
+    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+)
+
+
+async def first_delivery(
+    session: AsyncSession, message_id: UUID, *, lock: UUID | None = None
+) -> bool:
+    """Record `message_id` in the inbox; False when it was there (a duplicate).
+
+    With `lock`, the same statement also locks and loads that run (`lock_run`), so
+    the transition's own `lock_run` costs no round trip.
+    """
     conn = await connection(session)
-    inserted = await conn.fetchval(
-        "INSERT INTO inbox (message_id) VALUES ($1) "
-        "ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-        message_id,
-    )
-    return inserted is not None
+    if lock is None or session.identity_key(Run, (lock,)) in session.identity_map:
+        return await conn.fetchval(_INBOX, message_id) is not None
+    row = await conn.fetchrow(_INBOX_AND_LOCK, message_id, lock)
+    assert row is not None  # one row, whether or not the run exists
+    values = dict(row.items())
+    first = bool(values.pop("first_delivery"))
+    if values["id"] is not None:
+        _adopt(session, values)
+    return first
 
 
 @cache
@@ -277,13 +293,51 @@ RUN_SELECT = (
     + ", ".join(c.key for c in Run.__table__.columns)
     + " FROM spec_workflow_runs WHERE id = $1"
 )
+_INBOX_AND_LOCK = (
+    f"WITH delivery AS ({_INBOX}), "
+    f"locked AS ({RUN_SELECT.replace('$1', '$2')} FOR UPDATE) "
+    "SELECT EXISTS (SELECT 1 FROM delivery) AS first_delivery, locked.* "
+    "FROM (VALUES (1)) AS one LEFT JOIN locked ON true"
+)
+_LOCKED = "direct.locked"
+
+
+def holds_lock(session: AsyncSession, run_id: UUID) -> Run | None:
+    """The run, if this transaction locked it with `lock_run` or `first_delivery`
+    (its in-memory state is then the current one: nobody else can change the row)."""
+    transaction, locked = session.info.get(_LOCKED, (None, {}))
+    if transaction is not session.sync_session.get_transaction():
+        return None
+    run: Run | None = locked.get(run_id)
+    return run
+
+
+def _adopt(session: AsyncSession, values: dict[str, Any]) -> Run:
+    """A locked row as a persistent ORM object of the session, without an ORM query
+    (`make_transient_to_detached`, then `add`). The session's identity map holds it
+    weakly: `session.info` keeps it for the transaction (`holds_lock`)."""
+    run = Run(**values)
+    make_transient_to_detached(run)
+    session.add(run)
+    return note_lock(session, run)
+
+
+def note_lock(session: AsyncSession, run: Run) -> Run:
+    """`run` is locked by this transaction (`holds_lock` answers it until its end)."""
+    transaction = session.sync_session.get_transaction()
+    held, locked = session.info.get(_LOCKED, (None, {}))
+    if held is not transaction:
+        locked = {}
+        session.info[_LOCKED] = (transaction, locked)
+    locked[run.id] = run
+    return run
 
 
 async def lock_run(
     session: AsyncSession, run_id: UUID, *, owner: UUID | None = None
 ) -> Run | None:
-    """The run row, locked FOR UPDATE, as a persistent ORM object of the session,
-    loaded without an ORM query (`make_transient_to_detached`, then `add`).
+    """The run row, locked FOR UPDATE, as a persistent ORM object of the session
+    (`_adopt`).
 
     Only for a run the session does not hold yet (`runs.lock_run` checks).
     """
@@ -292,9 +346,4 @@ async def lock_run(
     row = await conn.fetchrow(
         sql + " FOR UPDATE", *((run_id, owner) if owner is not None else (run_id,))
     )
-    if row is None:
-        return None
-    run = Run(**dict(row.items()))
-    make_transient_to_detached(run)
-    session.add(run)
-    return run
+    return None if row is None else _adopt(session, dict(row.items()))

@@ -60,7 +60,8 @@ async def _apply(
 ) -> transitions.Outcome:
     """Inbox check plus the transition, in one transaction.
 
-    Retried in place while Postgres is down.
+    The inbox statement also locks the event's run, which every transition starts
+    with. Retried in place while Postgres is down.
     """
 
     async def attempt() -> transitions.Outcome:
@@ -68,7 +69,9 @@ async def _apply(
         # commit (one UPDATE, one multi-row INSERT), not before every statement.
         async with session.begin():
             with session.no_autoflush:
-                if not await outbox.first_delivery(session, event.message_id):
+                if not await outbox.first_delivery(
+                    session, event.message_id, lock=event.run_id
+                ):
                     return transitions.Outcome(False, "duplicate")
                 outcome = await action(session, event)
                 await direct.flush(session)

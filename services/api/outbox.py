@@ -138,9 +138,13 @@ async def hand_back(session: AsyncSession, ids: Sequence[UUID]) -> None:
     await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
-async def first_delivery(session: AsyncSession, message_id: UUID) -> bool:
-    """Record `message_id` in the inbox; False when already processed (a duplicate)."""
-    return await direct.first_delivery(session, message_id)
+async def first_delivery(
+    session: AsyncSession, message_id: UUID, *, lock: UUID | None = None
+) -> bool:
+    """Record `message_id` in the inbox; False when already processed (a duplicate).
+
+    With `lock`, that run is locked and loaded in the same statement."""
+    return await direct.first_delivery(session, message_id, lock=lock)
 
 
 async def pending_count(session: AsyncSession) -> int:

@@ -82,15 +82,19 @@ async def lock_run(
 
     Every transition of a run is serialised on it.
     """
+    held = direct.holds_lock(session, run_id)
+    if held is not None:  # locked earlier in this transaction
+        return held if owner is None or held.created_by == owner else None
     if session.identity_key(Run, (run_id,)) not in session.identity_map:
         return await direct.lock_run(session, run_id, owner=owner)
     # the session holds it already: the ORM reloads it over what it has
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
         query = query.where(Run.created_by == owner)
-    return (
+    run = (
         await session.scalars(query.execution_options(populate_existing=True))
     ).one_or_none()
+    return None if run is None else direct.note_lock(session, run)
 
 
 async def _by_idempotency_key(

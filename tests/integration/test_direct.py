@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -147,3 +148,73 @@ async def test_move_task_is_guarded(database: Database) -> None:
     assert state.started_at == now
     assert state.summary == {"k": [1, 2]}
     assert state.updated_at > state.created_at
+
+
+async def locked_elsewhere(database: Database, run_id: uuid.UUID) -> bool:
+    """Whether another transaction holds the run row's lock (FOR UPDATE NOWAIT)."""
+    async with database.new_session() as other, other.begin():
+        conn = await direct.connection(other)
+        try:
+            await conn.fetchval(
+                "SELECT id FROM spec_workflow_runs WHERE id = $1 FOR UPDATE NOWAIT",
+                run_id,
+            )
+        except asyncpg.LockNotAvailableError:
+            return True
+    return False
+
+
+async def test_first_delivery_locks_and_loads_the_run(database: Database) -> None:
+    run_id = await new_run(database)
+    async with database.new_session() as session, session.begin():
+        assert await direct.first_delivery(session, uuid.uuid4(), lock=run_id)
+        held = direct.holds_lock(session, run_id)
+        assert held is not None
+        assert held.status == "pending"
+        assert held.repository == "acme/direct"
+        assert await locked_elsewhere(database, run_id)
+        held.status = "running"  # unflushed: lock_run must not reload over it
+        assert await lock_run(session, run_id) is held
+        assert held.status == "running"
+    assert not await locked_elsewhere(database, run_id)
+
+
+async def test_first_delivery_of_a_duplicate_or_an_unknown_run(
+    database: Database,
+) -> None:
+    run_id, message_id, unknown = await new_run(database), uuid.uuid4(), uuid.uuid4()
+    async with database.new_session() as session, session.begin():
+        assert await direct.first_delivery(session, message_id, lock=run_id)
+    async with database.new_session() as session, session.begin():
+        assert not await direct.first_delivery(session, message_id, lock=run_id)
+        assert direct.holds_lock(session, run_id) is not None  # locked all the same
+    async with database.new_session() as session, session.begin():
+        assert await direct.first_delivery(session, uuid.uuid4(), lock=unknown)
+        assert direct.holds_lock(session, unknown) is None
+        assert await lock_run(session, unknown) is None
+
+
+async def test_a_lock_ends_with_its_transaction(database: Database) -> None:
+    """The same session again (an event retried in place): the run it still holds
+    from the rolled-back transaction is locked and reloaded anew."""
+    run_id = await new_run(database)
+
+    async def change_then_fail(session: AsyncSession) -> None:
+        async with session.begin():
+            assert await direct.first_delivery(session, uuid.uuid4(), lock=run_id)
+            run = direct.holds_lock(session, run_id)
+            assert run is not None
+            run.status = "running"
+            raise Boom
+
+    async with database.new_session() as session:
+        with pytest.raises(Boom):
+            await change_then_fail(session)
+        async with session.begin():
+            assert direct.holds_lock(session, run_id) is None
+            assert await direct.first_delivery(session, uuid.uuid4(), lock=run_id)
+            again = await lock_run(session, run_id)
+            assert again is not None
+            assert again.status == "pending"  # reloaded: the change was rolled back
+            assert direct.holds_lock(session, run_id) is again
+            assert await locked_elsewhere(database, run_id)
