@@ -12,6 +12,7 @@ JSONB parameters are JSON text: that is what SQLAlchemy's asyncpg codec expects.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -127,30 +128,52 @@ async def move_task(
     return moved is not None
 
 
+@dataclass(frozen=True)
+class TaskRow:
+    """A task row of an attempt, as queued; its payload is its command's."""
+
+    id: UUID
+    run_id: UUID
+    task: str
+    attempt: int
+    status: str
+
+
+_INSERT_TASK = (
+    "INSERT INTO spec_workflow_task_states "
+    "(id, run_id, task_name, attempt, status, payload, redispatches) "
+    "VALUES ({}, {}, {}, {}, {}, {}::jsonb, 0) "
+    "ON CONFLICT ON CONSTRAINT uq_spec_workflow_task_states_key DO NOTHING"
+)
+
+
 async def insert_task(
-    session: AsyncSession,
-    *,
-    id: UUID,
-    run_id: UUID,
-    task: str,
-    attempt: int,
-    status: str,
-    payload: dict[str, Any],
+    session: AsyncSession, row: TaskRow, payload: dict[str, Any]
 ) -> None:
-    """A task row of an attempt; an existing one (same run, task, attempt) stays."""
+    """A task row; an existing one (same run, task, attempt) stays."""
     conn = await connection(session)
     await conn.execute(
-        "INSERT INTO spec_workflow_task_states "
-        "(id, run_id, task_name, attempt, status, payload, redispatches) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, 0) "
-        "ON CONFLICT ON CONSTRAINT uq_spec_workflow_task_states_key DO NOTHING",
-        id,
-        run_id,
-        task,
-        attempt,
-        status,
+        _INSERT_TASK.format("$1", "$2", "$3", "$4", "$5", "$6"),
+        row.id,
+        row.run_id,
+        row.task,
+        row.attempt,
+        row.status,
         jsonb(payload),
     )
+
+
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (id, routing_key, payload, mandatory, attempts, "
+    "available_at) VALUES ($1, $2, $3::jsonb, $4, 0, "
+    "now() + make_interval(secs => $5)) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+_INSERT_TASK_AND_OUTBOX = (
+    "WITH task AS ("
+    + _INSERT_TASK.format("$6", "$7", "$8", "$9", "$10", "$3")
+    + f") {_INSERT_OUTBOX}"
+)
 
 
 async def insert_outbox(
@@ -161,20 +184,27 @@ async def insert_outbox(
     payload: dict[str, Any],
     mandatory: bool,
     delay_seconds: float,
+    task: TaskRow | None = None,
 ) -> bool:
-    """An outbox row due `delay_seconds` after now; False if its id already exists."""
+    """An outbox row due `delay_seconds` after now; False if its id already exists.
+
+    With `task`, the command's task row too, in the same statement, with the same
+    payload (`insert_task`).
+    """
     conn = await connection(session)
-    inserted = await conn.fetchval(
-        "INSERT INTO outbox (id, routing_key, payload, mandatory, attempts, "
-        "available_at) VALUES ($1, $2, $3::jsonb, $4, 0, "
-        "now() + make_interval(secs => $5)) "
-        "ON CONFLICT (id) DO NOTHING RETURNING id",
-        id,
-        routing_key,
-        jsonb(payload),
-        mandatory,
-        delay_seconds,
-    )
+    args = (id, routing_key, jsonb(payload), mandatory, delay_seconds)
+    if task is None:
+        inserted = await conn.fetchval(_INSERT_OUTBOX, *args)
+    else:
+        inserted = await conn.fetchval(
+            _INSERT_TASK_AND_OUTBOX,
+            *args,
+            task.id,
+            task.run_id,
+            task.task,
+            task.attempt,
+            task.status,
+        )
     return inserted is not None
 
 

@@ -126,27 +126,25 @@ async def dispatch(session: AsyncSession, run: Run, task: TaskName) -> Command:
             select(User.email).where(User.id == run.created_by)
         )
     command = build_command(run, task, run.attempt, requested_by=requested_by)
-    await queue_task(session, run, command)
-    await outbox.enqueue(session, command)
+    await outbox.enqueue(session, command, task=queued(session, run, command))
     return command
 
 
 async def queue_task(session: AsyncSession, run: Run, command: Command) -> None:
     """The task row of `command` (queued), and the run now waits on it; no message
     (the API serves finalize_run itself in the same transaction)."""
+    row = queued(session, run, command)
+    await direct.insert_task(session, row, command.model_dump(mode="json"))
+
+
+def queued(session: AsyncSession, run: Run, command: Command) -> direct.TaskRow:
+    """The run now waits on `command`: the queued task row for the caller to insert
+    (`queue_task`, or with the command's outbox row: `dispatch`)."""
     task = command.task
-    await direct.insert_task(
-        session,
-        id=uuid4(),
-        run_id=run.id,
-        task=task,
-        attempt=run.attempt,
-        status=TaskStatus.QUEUED,
-        payload=command.model_dump(mode="json"),
-    )
     run.current_task = task
     run.phase = PHASES[task]
     timeline(session, run, "task_dispatched", task=task, attempt=run.attempt)
+    return direct.TaskRow(uuid4(), run.id, task, run.attempt, TaskStatus.QUEUED)
 
 
 def timeline(

@@ -71,9 +71,14 @@ def _after_rollback(session: Session) -> None:
 
 
 async def enqueue(
-    session: AsyncSession, message: Message, *, mandatory: bool = True
+    session: AsyncSession,
+    message: Message,
+    *,
+    mandatory: bool = True,
+    task: direct.TaskRow | None = None,
 ) -> None:
-    """Queue `message` inside the caller's transaction.
+    """Queue `message` inside the caller's transaction, with the task row of the
+    command if given (on the fast path in the same statement).
 
     The row's id is the message id, so enqueuing the same deterministic command twice
     keeps one row. Without a fast path (the relay's own sessions, or a savepoint,
@@ -90,6 +95,8 @@ async def enqueue(
         "mandatory": mandatory,
     }
     if fast_path is None or session.in_nested_transaction():
+        if task is not None:
+            await direct.insert_task(session, task, payload)
         await session.execute(
             insert(OutboxRow)
             .values(**values)
@@ -104,6 +111,7 @@ async def enqueue(
         payload=payload,
         mandatory=mandatory,
         delay_seconds=fast_path.grace.total_seconds(),
+        task=task,
     )
     if inserted:  # an existing row is the relay's (or already sent)
         pending = Pending(message.message_id, routing_key, payload, mandatory)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -49,9 +50,9 @@ async def terminate(db: Database, pid: int) -> None:
 
 @pytest.fixture
 def pings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the adapter's pings; `fail` makes the next one raise."""
+    """Counts the adapter's pings."""
     seen: list[int] = []
-    original = AsyncAdapt_asyncpg_connection.ping
+    original: Any = AsyncAdapt_asyncpg_connection.ping
 
     def counted(self: AsyncAdapt_asyncpg_connection) -> None:
         seen.append(1)
@@ -104,7 +105,7 @@ async def test_a_connection_whose_ping_fails_is_replaced(
     first = await backend(db)
     failures = [ConnectionResetError("silent peer")]
 
-    def failing_once(self: AsyncAdapt_asyncpg_connection) -> None:
+    def failing_once(_self: AsyncAdapt_asyncpg_connection) -> None:
         if failures:
             raise failures.pop()
 

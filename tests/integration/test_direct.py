@@ -60,15 +60,8 @@ async def new_run(database: Database) -> uuid.UUID:
     async with database.new_session() as session, session.begin():
         session.add(bare_run(run_id, repository="acme/direct"))
         await session.flush()
-        await direct.insert_task(
-            session,
-            id=uuid.uuid4(),
-            run_id=run_id,
-            task="discover_next_phase",
-            attempt=1,
-            status="queued",
-            payload={},
-        )
+        row = direct.TaskRow(uuid.uuid4(), run_id, "discover_next_phase", 1, "queued")
+        await direct.insert_task(session, row, {})
     return run_id
 
 
