@@ -268,7 +268,9 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     register_settings_secrets(settings)
     configure_metrics(settings)
     keyring, internal_token = load_secrets(settings)
-    database = db.Database(str(settings.database_url))
+    database = db.Database(
+        str(settings.database_url), pool_size=settings.database_pool_size
+    )
     broker = RabbitBroker(
         str(settings.rabbitmq_url),
         # on_return_raises: an unroutable fast-path command must fail, not vanish.

@@ -27,6 +27,9 @@ PROVIDER_ENV = {
 
 class Settings(ServiceSettings):
     database_url: PostgresDsn = Field(validation_alias="DATABASE_URL")
+    database_pool_size: int = Field(20, ge=1, validation_alias="DATABASE_POOL_SIZE")
+    """The API's pooled connections (10 more open only while all are busy): every
+    event handler and request holds one for its transaction."""
     api_host: str = Field("127.0.0.1", validation_alias="API_HOST")
     api_port: int = Field(8000, ge=1, le=65535, validation_alias="API_PORT")
     max_body_bytes: int = Field(
