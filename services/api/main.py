@@ -283,7 +283,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     fast_path = FastPath(broker, database, grace=settings.outbox_fast_path_grace)
     if settings.outbox_fast_path:
         outbox.attach(database.sessions, fast_path)
-    broker.include_router(events.build_router())
+    broker.include_router(events.build_router(settings, database))
     shipper = install_log_shipper("api", broker)
 
     token_mode = settings.auth_mode is AuthMode.TOKEN
