@@ -563,7 +563,9 @@ async def api_reads(report: Report, rig: Rig) -> None:
     finally:
         await connection.close()
     report.plans = await bench_api.list_plans(rig.ours.database_url)
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    limits = httpx.Limits(  # keepalive_expiry: see drivers.Driver.open
+        max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(
         base_url=rig.base_url, timeout=30.0, limits=limits
     ) as client:

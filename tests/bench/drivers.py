@@ -91,7 +91,13 @@ class Ours:
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=RUN_TIMEOUT,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+            # Idle connections expire here before uvicorn's 5 s keep-alive timeout
+            # closes them: with httpx's own 5 s default a burst starting about 5 s
+            # after the last request could reuse one the server was closing
+            # (httpx.ReadError).
+            limits=httpx.Limits(
+                max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0
+            ),
         )
         self.connection = await aio_pika.connect_robust(self.rabbitmq_url)
         channel = await self.connection.channel()
