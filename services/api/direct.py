@@ -345,8 +345,15 @@ def holds_lock(session: AsyncSession, run_id: UUID) -> Run | None:
 def _adopt(session: AsyncSession, values: dict[str, Any]) -> Run:
     """A locked row as a persistent ORM object of the session, without an ORM query
     (`make_transient_to_detached`, then `add`). The session's identity map holds it
-    weakly: `session.info` keeps it for the transaction (`holds_lock`)."""
-    run = Run(**values)
+    weakly: `session.info` keeps it for the transaction (`holds_lock`).
+
+    The values go straight into the instance's dict, as the ORM's own loading puts
+    them: through the constructor every column would be set, and its history kept,
+    one instrumented attribute at a time, only for `make_transient_to_detached` to
+    commit them all again.
+    """
+    run = Run()
+    run.__dict__.update(values)
     make_transient_to_detached(run)
     session.add(run)
     return note_lock(session, run)
