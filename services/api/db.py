@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.api import direct
 from services.api.direct import json_text
 
 PING_IDLE_AFTER = 1.0
@@ -49,6 +50,7 @@ class Database:
         self.new_session = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sessions
         )
+        direct.attach(self.sessions)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

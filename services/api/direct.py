@@ -11,21 +11,22 @@ JSONB parameters are JSON text: that is what SQLAlchemy's asyncpg codec expects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import asyncpg
 import orjson
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from services.api.models import Run, RunEvent
 
+T = TypeVar("T")
 JSONB_COLUMNS = frozenset({"summary", "error", "payload"})
 TASK_COLUMNS = frozenset(
     {"status", "started_at", "finished_at", "lease_until", "heartbeat_at"}
@@ -225,6 +226,50 @@ async def insert_artifacts(
     )
 
 
+TimelineEntry = tuple[UUID, int, str, str | None, int | None, dict[str, Any]]
+"""run_id, seq, kind, task_name, attempt, data: a `run_events` row to be."""
+_TIMELINE = "direct.timeline"
+
+
+def add_timeline(session: AsyncSession, entry: TimelineEntry) -> None:
+    """Queue a timeline entry for `flush`, or, in a transaction that does not call
+    it, for the ORM's next flush (`attach`). No ORM object: building, adding and
+    expunging one cost more than writing the row."""
+    entries: list[TimelineEntry] = _for_transaction(
+        session.sync_session, _TIMELINE, list
+    )
+    entries.append(entry)
+
+
+def _take_timeline(session: Session) -> list[TimelineEntry]:
+    entries: list[TimelineEntry] | None = _of_transaction(session, _TIMELINE)
+    session.info.pop(_TIMELINE, None)
+    return entries or []
+
+
+def _timeline_to_orm(session: Session, *_: Any) -> None:
+    """`before_flush`: entries no `flush` wrote become ORM objects, which this ORM
+    flush then inserts (at the commit, or an autoflush before a query that may read
+    them). A queued entry always comes with a changed run (`event_seq`), so there is
+    always such a flush."""
+    for run_id, seq, kind, task, attempt, data in _take_timeline(session):
+        session.add(
+            RunEvent(
+                run_id=run_id,
+                seq=seq,
+                kind=kind,
+                task_name=task,
+                attempt=attempt,
+                data=data,
+            )
+        )
+
+
+def attach(sessions: sessionmaker[Session]) -> None:
+    """Every session of `sessions` hands its leftover timeline to the ORM flush."""
+    event.listen(sessions, "before_flush", _timeline_to_orm)
+
+
 async def flush(session: AsyncSession) -> None:
     """Write the transaction's new timeline entries and its run-row changes directly,
     leaving nothing of theirs to the unit of work; the commit's ORM flush writes
@@ -233,7 +278,7 @@ async def flush(session: AsyncSession) -> None:
     The run's changed columns (with `updated_at`, as the ORM's `onupdate` would) and
     the timeline entries go in one statement: an UPDATE and a multi-row INSERT.
     """
-    entries = [o for o in session.new if isinstance(o, RunEvent)]
+    entries = _take_timeline(session.sync_session)
     changed = [o for o in session.dirty if isinstance(o, Run)]
     if not entries and not changed:
         return
@@ -246,12 +291,10 @@ async def flush(session: AsyncSession) -> None:
         timeline = []  # written with the first run
     if timeline:
         await conn.execute(f"{_timeline_cte(1)} SELECT 1", *timeline)
-    for entry in entries:
-        session.expunge(entry)
 
 
-def _entry(e: RunEvent) -> tuple[Any, ...]:
-    return (e.run_id, e.seq, e.kind, e.task_name, e.attempt, jsonb(e.data or {}))
+def _entry(e: TimelineEntry) -> tuple[Any, ...]:
+    return (*e[:5], jsonb(e[5] or {}))
 
 
 @cache
@@ -332,14 +375,26 @@ _INBOX_AND_LOCK = (
 _LOCKED = "direct.locked"
 
 
+def _of_transaction(session: Session, key: str) -> Any:
+    """What `_for_transaction` keeps under `key` for the session's current
+    transaction; None once it ended (rolled back, retried in place, committed)."""
+    held, value = session.info.get(key, (None, None))
+    return value if held is session.get_transaction() and held is not None else None
+
+
+def _for_transaction(session: Session, key: str, factory: Callable[[], T]) -> T:
+    value = _of_transaction(session, key)
+    if value is None:
+        value = factory()
+        session.info[key] = (session.get_transaction(), value)
+    return cast(T, value)
+
+
 def holds_lock(session: AsyncSession, run_id: UUID) -> Run | None:
     """The run, if this transaction locked it with `lock_run` or `first_delivery`
     (its in-memory state is then the current one: nobody else can change the row)."""
-    transaction, locked = session.info.get(_LOCKED, (None, {}))
-    if transaction is not session.sync_session.get_transaction():
-        return None
-    run: Run | None = locked.get(run_id)
-    return run
+    locked: dict[UUID, Run] | None = _of_transaction(session.sync_session, _LOCKED)
+    return None if locked is None else locked.get(run_id)
 
 
 def _adopt(session: AsyncSession, values: dict[str, Any]) -> Run:
@@ -361,11 +416,7 @@ def _adopt(session: AsyncSession, values: dict[str, Any]) -> Run:
 
 def note_lock(session: AsyncSession, run: Run) -> Run:
     """`run` is locked by this transaction (`holds_lock` answers it until its end)."""
-    transaction = session.sync_session.get_transaction()
-    held, locked = session.info.get(_LOCKED, (None, {}))
-    if held is not transaction:
-        locked = {}
-        session.info[_LOCKED] = (transaction, locked)
+    locked: dict[UUID, Run] = _for_transaction(session.sync_session, _LOCKED, dict)
     locked[run.id] = run
     return run
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import direct, outbox
 from services.api.lifecycle import PHASES, TaskStatus
-from services.api.models import DEFAULT_USER_ID, Run, RunEvent, User
+from services.api.models import DEFAULT_USER_ID, Run, User
 from shared.messages import (
     ApplyAndPublish,
     CodexShard,
@@ -161,16 +161,7 @@ def timeline(
     The caller holds the run row lock, so `seq` has no gaps.
     """
     run.event_seq += 1
-    session.add(
-        RunEvent(
-            run_id=run.id,
-            seq=run.event_seq,
-            kind=kind,
-            task_name=task,
-            attempt=attempt,
-            data=data,
-        )
-    )
+    direct.add_timeline(session, (run.id, run.event_seq, kind, task, attempt, data))
 
 
 async def announce_status(session: AsyncSession, run: Run) -> None:

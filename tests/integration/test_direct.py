@@ -211,3 +211,48 @@ async def test_a_lock_ends_with_its_transaction(database: Database) -> None:
             assert again.status == "pending"  # reloaded: the change was rolled back
             assert direct.holds_lock(session, run_id) is again
             assert await locked_elsewhere(database, run_id)
+
+
+async def kinds(database: Database, run_id: uuid.UUID) -> list[str]:
+    async with database.new_session() as session:
+        rows = await session.scalars(
+            select(RunEvent.kind)
+            .where(RunEvent.run_id == run_id)
+            .order_by(RunEvent.seq)
+        )
+        return list(rows)
+
+
+async def test_a_timeline_no_flush_wrote_is_written_at_commit(
+    database: Database,
+) -> None:
+    """A route that leaves its writes to the commit (retry, cancel) loses nothing."""
+    run_id = await new_run(database)
+    async with database.new_session() as session, session.begin():
+        run = await lock_run(session, run_id)
+        assert run is not None
+        timeline(session, run, "probe", note="at commit")
+    assert await kinds(database, run_id) == ["probe"]
+
+
+async def test_a_rolled_back_timeline_is_not_written_by_the_next_transaction(
+    database: Database,
+) -> None:
+    run_id = await new_run(database)
+
+    async def add_then_fail(session: AsyncSession) -> None:
+        async with session.begin():
+            run = await lock_run(session, run_id)
+            assert run is not None
+            timeline(session, run, "rolled_back")
+            raise Boom
+
+    async with database.new_session() as session:
+        with pytest.raises(Boom):
+            await add_then_fail(session)
+        async with session.begin():  # the same session: an event retried in place
+            run = await lock_run(session, run_id)
+            assert run is not None
+            timeline(session, run, "kept")
+            await direct.flush(session)
+    assert await kinds(database, run_id) == ["kept"]
