@@ -17,6 +17,7 @@ from sqlalchemy.exc import (
     InterfaceError,
     OperationalError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -36,11 +37,19 @@ class Database:
     """An engine and its session factory."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, ping_idle_after: float = PING_IDLE_AFTER
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        pool_timeout: float = 30.0,
+        ping_idle_after: float = PING_IDLE_AFTER,
     ) -> None:
         self.engine: AsyncEngine = create_async_engine(
             url,
             pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
             json_serializer=json_text,
             json_deserializer=orjson.loads,
         )
@@ -147,7 +156,10 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Postgres is unreachable (not a bad query): answer 503, retry events in place."""
+    """Postgres is unreachable (not a bad query) or every pooled connection stayed
+    busy for the pool's timeout: answer 503, retry events in place."""
+    if isinstance(exc, PoolTimeout):
+        return True
     if isinstance(exc, DBAPIError):
         return (
             exc.connection_invalidated

@@ -19,6 +19,7 @@ from faststream_fastapi import FastStreamAPI
 from loguru import logger
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -182,7 +183,7 @@ def _install_error_handlers(api: FastAPI) -> None:
         return internal(exc)
 
     # Registered per class, not on Exception: the response is final, nothing re-raised.
-    for kind in (DBAPIError, OSError, TimeoutError):
+    for kind in (DBAPIError, OSError, TimeoutError, PoolTimeout):
         api.add_exception_handler(kind, database_error)
 
     @api.exception_handler(Exception)
@@ -268,8 +269,10 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     register_settings_secrets(settings)
     configure_metrics(settings)
     keyring, internal_token = load_secrets(settings)
-    database = db.Database(
-        str(settings.database_url), pool_size=settings.database_pool_size
+    database = db.Database(  # no overflow: see DATABASE_POOL_SIZE
+        str(settings.database_url),
+        pool_size=settings.database_pool_size,
+        max_overflow=0,
     )
     broker = RabbitBroker(
         str(settings.rabbitmq_url),

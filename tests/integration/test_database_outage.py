@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.db import Database, get_session
+from services.api.settings import Settings
 from tests.support.api import RUNS
 
 GOOD = {"repository": "acme/shop", "featureKey": "outage-1"}
@@ -55,3 +57,32 @@ async def test_database_outage_still_validates_input_first(
 ) -> None:
     response = await api.post(RUNS, json={"repository": "-x"})
     assert response.status_code == 422
+
+
+@pytest.fixture
+def busy_database(fastapi_app: FastAPI, settings: Settings) -> Iterator[Database]:
+    """Route every request's session to a pool of one connection, no overflow, and a
+    short wait for it (the API's own waits 30 s)."""
+    busy = Database(
+        str(settings.database_url), pool_size=1, max_overflow=0, pool_timeout=0.3
+    )
+
+    async def pooled() -> AsyncIterator[AsyncSession]:
+        async with busy.new_session() as session:
+            yield session
+
+    fastapi_app.dependency_overrides[get_session] = pooled
+    yield busy
+    fastapi_app.dependency_overrides.pop(get_session)
+
+
+async def test_a_pool_that_stays_busy_is_a_503(
+    api: httpx.AsyncClient, busy_database: Database
+) -> None:
+    async with busy_database.engine.connect() as held:  # the pool's only connection
+        await held.execute(text("SELECT 1"))
+        response = await api.post(RUNS, json={**GOOD, "featureKey": "busy-1"})
+
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"]["code"] == "database_unavailable"
+    await busy_database.dispose()

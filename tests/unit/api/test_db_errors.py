@@ -7,6 +7,7 @@ import asyncio
 
 import asyncpg
 import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.api.db import is_unavailable, retry_while_unavailable
 
@@ -18,6 +19,7 @@ from services.api.db import is_unavailable, retry_while_unavailable
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.AdminShutdownError("terminating connection"),
         ConnectionResetError(),
+        PoolTimeout("QueuePool limit of size 20 overflow 0 reached"),
     ],
 )
 def test_connection_loss_is_unavailable(error: Exception) -> None:
