@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api import direct
+from services.api import runrows
 from services.api.direct import json_text
 
 PING_IDLE_AFTER = 1.0
@@ -59,7 +59,7 @@ class Database:
         self.new_session = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sessions
         )
-        direct.attach(self.sessions)
+        runrows.attach(self.sessions)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -3,8 +3,9 @@
 They run on the connection under the caller's `AsyncSession` transaction (same
 transaction, same locks), as fixed SQL text that asyncpg prepares once per
 connection: no SQLAlchemy statement is built, cache-keyed or compiled per call, which
-cost ten times the statement itself (about 0.5 ms against 0.04 ms of CPU). The ORM
-still loads and flushes the run row; these write the rows around it.
+cost ten times the statement itself (about 0.5 ms against 0.04 ms of CPU). The rows
+around the run: task moves, task and outbox rows, artifacts; the run row itself and
+its timeline are `runrows.py`'s.
 
 JSONB parameters are JSON text: that is what SQLAlchemy's asyncpg codec expects.
 """
@@ -19,12 +20,8 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
-
-from services.api.models import Run, RunEvent
+from sqlalchemy.orm import Session
 
 T = TypeVar("T")
 JSONB_COLUMNS = frozenset({"summary", "error", "payload"})
@@ -59,32 +56,6 @@ def json_text(value: object) -> str:
 
 def jsonb(value: Any) -> str | None:
     return None if value is None else json_text(value)
-
-
-_INBOX = (
-    "INSERT INTO inbox (message_id) VALUES ($1) "
-    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-)
-
-
-async def first_delivery(
-    session: AsyncSession, message_id: UUID, *, lock: UUID | None = None
-) -> bool:
-    """Record `message_id` in the inbox; False when it was there (a duplicate).
-
-    With `lock`, the same statement also locks and loads that run (`lock_run`), so
-    the transition's own `lock_run` costs no round trip.
-    """
-    conn = await connection(session)
-    if lock is None or session.identity_key(Run, (lock,)) in session.identity_map:
-        return await conn.fetchval(_INBOX, message_id) is not None
-    row = await conn.fetchrow(_INBOX_AND_LOCK, message_id, lock)
-    assert row is not None  # one row, whether or not the run exists
-    values = dict(row.items())
-    first = bool(values.pop("first_delivery"))
-    if values["id"] is not None:
-        _adopt(session, values)
-    return first
 
 
 @cache
@@ -226,212 +197,19 @@ async def insert_artifacts(
     )
 
 
-TimelineEntry = tuple[UUID, int, str, str | None, int | None, dict[str, Any]]
-"""run_id, seq, kind, task_name, attempt, data: a `run_events` row to be."""
-_TIMELINE = "direct.timeline"
-
-
-def add_timeline(session: AsyncSession, entry: TimelineEntry) -> None:
-    """Queue a timeline entry for `flush`, or, in a transaction that does not call
-    it, for the ORM's next flush (`attach`). No ORM object: building, adding and
-    expunging one cost more than writing the row."""
-    entries: list[TimelineEntry] = _for_transaction(
-        session.sync_session, _TIMELINE, list
-    )
-    entries.append(entry)
-
-
-def _take_timeline(session: Session) -> list[TimelineEntry]:
-    entries: list[TimelineEntry] | None = _of_transaction(session, _TIMELINE)
-    session.info.pop(_TIMELINE, None)
-    return entries or []
-
-
-def _timeline_to_orm(session: Session, *_: Any) -> None:
-    """`before_flush`: entries no `flush` wrote become ORM objects, which this ORM
-    flush then inserts (at the commit, or an autoflush before a query that may read
-    them). A queued entry always comes with a changed run (`event_seq`), so there is
-    always such a flush."""
-    for run_id, seq, kind, task, attempt, data in _take_timeline(session):
-        session.add(
-            RunEvent(
-                run_id=run_id,
-                seq=seq,
-                kind=kind,
-                task_name=task,
-                attempt=attempt,
-                data=data,
-            )
-        )
-
-
-def attach(sessions: sessionmaker[Session]) -> None:
-    """Every session of `sessions` hands its leftover timeline to the ORM flush."""
-    event.listen(sessions, "before_flush", _timeline_to_orm)
-
-
-async def flush(session: AsyncSession) -> None:
-    """Write the transaction's new timeline entries and its run-row changes directly,
-    leaving nothing of theirs to the unit of work; the commit's ORM flush writes
-    whatever else is pending (audit rows).
-
-    The run's changed columns (with `updated_at`, as the ORM's `onupdate` would) and
-    the timeline entries go in one statement: an UPDATE and a multi-row INSERT.
-    """
-    entries = _take_timeline(session.sync_session)
-    changed = [o for o in session.dirty if isinstance(o, Run)]
-    if not entries and not changed:
-        return
-    conn = await connection(session)
-    timeline: list[list[Any]] = [
-        list(c) for c in zip(*map(_entry, entries), strict=True)
-    ]
-    for run in changed:
-        await _update_run(conn, run, timeline)
-        timeline = []  # written with the first run
-    if timeline:
-        await conn.execute(f"{_timeline_cte(1)} SELECT 1", *timeline)
-
-
-def _entry(e: TimelineEntry) -> tuple[Any, ...]:
-    return (*e[:5], jsonb(e[5] or {}))
-
-
-@cache
-def _timeline_cte(first: int) -> str:
-    """INSERT of the timeline from six arrays, parameters $first to $first+5."""
-    arrays = ", ".join(
-        f"${first + k}::{kind}[]"
-        for k, kind in enumerate(("uuid", "int", "varchar", "varchar", "int", "jsonb"))
-    )
-    return (
-        "WITH timeline AS (INSERT INTO run_events "
-        f"(run_id, seq, kind, task_name, attempt, data) SELECT * FROM unnest({arrays}))"
-    )
-
-
-async def _update_run(
-    conn: asyncpg.Connection, run: Run, timeline: list[list[Any]]
-) -> None:
-    """The run's changed columns, with the timeline entries if given, in one
-    statement."""
-    state = inspect(run)
-    columns = tuple(
-        attr.key
-        for attr in state.attrs
-        if attr.key in RUN_COLUMNS and attr.history.has_changes()
-    )
-    if not columns:
-        if timeline:
-            await conn.execute(f"{_timeline_cte(1)} SELECT 1", *timeline)
-        return
-    params = [
-        jsonb(getattr(run, c)) if c in RUN_JSONB else getattr(run, c) for c in columns
-    ]
-    updated = await conn.fetchval(
-        _run_sql(columns, bool(timeline)), run.id, *params, *timeline
-    )
-    set_committed_value(run, "updated_at", updated)
-    for column in columns:  # now what the database holds
-        set_committed_value(run, column, getattr(run, column))
-
-
-RUN_COLUMNS = frozenset(c.key for c in Run.__table__.columns) - {
-    "id",
-    "created_at",
-    "updated_at",
-}
-RUN_JSONB = frozenset({"outputs"})
-
-
-@cache
-def _run_sql(columns: tuple[str, ...], with_timeline: bool) -> str:
-    """$1 the run, then its changed columns, then the timeline's six arrays."""
-    sets = "".join(
-        f"{c} = ${i}::jsonb, " if c in RUN_JSONB else f"{c} = ${i}, "
-        for i, c in enumerate(columns, start=2)
-    )
-    update = (
-        f"UPDATE spec_workflow_runs SET {sets}updated_at = clock_timestamp() "
-        "WHERE id = $1 RETURNING updated_at"
-    )
-    if not with_timeline:
-        return update
-    cte = _timeline_cte(len(columns) + 2)
-    return f"{cte}, changed AS ({update}) SELECT updated_at FROM changed"
-
-
-RUN_SELECT = (
-    "SELECT "
-    + ", ".join(c.key for c in Run.__table__.columns)
-    + " FROM spec_workflow_runs WHERE id = $1"
-)
-_INBOX_AND_LOCK = (
-    f"WITH delivery AS ({_INBOX}), "
-    f"locked AS ({RUN_SELECT.replace('$1', '$2')} FOR UPDATE) "
-    "SELECT EXISTS (SELECT 1 FROM delivery) AS first_delivery, locked.* "
-    "FROM (VALUES (1)) AS one LEFT JOIN locked ON true"
-)
-_LOCKED = "direct.locked"
-
-
-def _of_transaction(session: Session, key: str) -> Any:
-    """What `_for_transaction` keeps under `key` for the session's current
+def of_transaction(session: Session, key: str) -> Any:
+    """What `for_transaction` keeps under `key` for the session's current
     transaction; None once it ended (rolled back, retried in place, committed)."""
     held, value = session.info.get(key, (None, None))
     return value if held is session.get_transaction() and held is not None else None
 
 
-def _for_transaction(session: Session, key: str, factory: Callable[[], T]) -> T:
-    value = _of_transaction(session, key)
+def for_transaction(session: Session, key: str, factory: Callable[[], T]) -> T:
+    """The value kept under `key` for the session's current transaction, made by
+    `factory` when there is none yet: per-transaction state that a retry in place
+    (a new transaction on the same session) never sees."""
+    value = of_transaction(session, key)
     if value is None:
         value = factory()
         session.info[key] = (session.get_transaction(), value)
     return cast(T, value)
-
-
-def holds_lock(session: AsyncSession, run_id: UUID) -> Run | None:
-    """The run, if this transaction locked it with `lock_run` or `first_delivery`
-    (its in-memory state is then the current one: nobody else can change the row)."""
-    locked: dict[UUID, Run] | None = _of_transaction(session.sync_session, _LOCKED)
-    return None if locked is None else locked.get(run_id)
-
-
-def _adopt(session: AsyncSession, values: dict[str, Any]) -> Run:
-    """A locked row as a persistent ORM object of the session, without an ORM query
-    (`make_transient_to_detached`, then `add`). The session's identity map holds it
-    weakly: `session.info` keeps it for the transaction (`holds_lock`).
-
-    The values go straight into the instance's dict, as the ORM's own loading puts
-    them: through the constructor every column would be set, and its history kept,
-    one instrumented attribute at a time, only for `make_transient_to_detached` to
-    commit them all again.
-    """
-    run = Run()
-    run.__dict__.update(values)
-    make_transient_to_detached(run)
-    session.add(run)
-    return note_lock(session, run)
-
-
-def note_lock(session: AsyncSession, run: Run) -> Run:
-    """`run` is locked by this transaction (`holds_lock` answers it until its end)."""
-    locked: dict[UUID, Run] = _for_transaction(session.sync_session, _LOCKED, dict)
-    locked[run.id] = run
-    return run
-
-
-async def lock_run(
-    session: AsyncSession, run_id: UUID, *, owner: UUID | None = None
-) -> Run | None:
-    """The run row, locked FOR UPDATE, as a persistent ORM object of the session
-    (`_adopt`).
-
-    Only for a run the session does not hold yet (`runs.lock_run` checks).
-    """
-    conn = await connection(session)
-    sql = RUN_SELECT + (" AND created_by = $2" if owner is not None else "")
-    row = await conn.fetchrow(
-        sql + " FOR UPDATE", *((run_id, owner) if owner is not None else (run_id,))
-    )
-    return None if row is None else _adopt(session, dict(row.items()))

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4, uuid5
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import direct, outbox
+from services.api import direct, outbox, runrows
 from services.api.lifecycle import PHASES, TaskStatus
 from services.api.models import DEFAULT_USER_ID, Run, User
 from shared.messages import (
@@ -161,7 +161,7 @@ def timeline(
     The caller holds the run row lock, so `seq` has no gaps.
     """
     run.event_seq += 1
-    direct.add_timeline(session, (run.id, run.event_seq, kind, task, attempt, data))
+    runrows.add_timeline(session, (run.id, run.event_seq, kind, task, attempt, data))
 
 
 async def announce_status(session: AsyncSession, run: Run) -> None:

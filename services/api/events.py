@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import (
     dead_letters,
-    direct,
     logsink,
     manifest,
     outbox,
+    runrows,
     shards,
     transitions,
 )
@@ -73,7 +73,7 @@ async def _apply(
                 ):
                     return transitions.Outcome(False, "duplicate")
                 outcome = await action(session, event)
-                await direct.flush(session)
+                await runrows.flush(session)
                 return outcome
 
     with logger.contextualize(

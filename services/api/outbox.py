@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api import direct
+from services.api import direct, runrows
 from services.api.models import OutboxRow
 from shared.messages import Message
 from shared.routing import route_of
@@ -152,7 +152,7 @@ async def first_delivery(
     """Record `message_id` in the inbox; False when already processed (a duplicate).
 
     With `lock`, that run is locked and loaded in the same statement."""
-    return await direct.first_delivery(session, message_id, lock=lock)
+    return await runrows.first_delivery(session, message_id, lock=lock)
 
 
 async def pending_count(session: AsyncSession) -> int:

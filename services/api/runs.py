@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from services.api import direct, outbox
+from services.api import outbox, runrows
 from services.api.dispatch import announce_status, dispatch, shard_of, timeline
 from services.api.errors import (
     ActiveRunExists,
@@ -82,11 +82,11 @@ async def lock_run(
 
     Every transition of a run is serialised on it.
     """
-    held = direct.holds_lock(session, run_id)
+    held = runrows.holds_lock(session, run_id)
     if held is not None:  # locked earlier in this transaction
         return held if owner is None or held.created_by == owner else None
     if session.identity_key(Run, (run_id,)) not in session.identity_map:
-        return await direct.lock_run(session, run_id, owner=owner)
+        return await runrows.lock_run(session, run_id, owner=owner)
     # the session holds it already: the ORM reloads it over what it has
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
@@ -94,7 +94,7 @@ async def lock_run(
     run = (
         await session.scalars(query.execution_options(populate_existing=True))
     ).one_or_none()
-    return None if run is None else direct.note_lock(session, run)
+    return None if run is None else runrows.note_lock(session, run)
 
 
 async def _by_idempotency_key(
@@ -176,7 +176,7 @@ async def create_run(
         featureKey=run.feature_key,
     )
     await dispatch(session, run, TaskName.DISCOVER_NEXT_PHASE)
-    await direct.flush(session)
+    await runrows.flush(session)
     return run, True
 
 

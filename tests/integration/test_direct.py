@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import direct
+from services.api import direct, runrows
 from services.api.db import Database
 from services.api.dispatch import timeline
 from services.api.lifecycle import TASK_ALLOWED_FROM, TaskStatus
@@ -35,21 +35,21 @@ async def test_a_direct_statement_first_still_rolls_back(database: Database) -> 
 
     async def fail_after_insert(session: AsyncSession) -> None:
         async with session.begin():
-            assert await direct.first_delivery(session, first)
+            assert await runrows.first_delivery(session, first)
             raise Boom
 
     async with database.new_session() as session:
         with pytest.raises(Boom):
             await fail_after_insert(session)
         async with session.begin():  # the same session, a new transaction
-            assert await direct.first_delivery(session, second)
+            assert await runrows.first_delivery(session, second)
             await session.rollback()
     assert not await inbox_has(database, first)
     assert not await inbox_has(database, second)
 
     async with database.new_session() as session, session.begin():
-        assert await direct.first_delivery(session, first)
-        assert not await direct.first_delivery(session, first)  # a duplicate
+        assert await runrows.first_delivery(session, first)
+        assert not await runrows.first_delivery(session, first)  # a duplicate
     assert await inbox_has(database, first)
 
 
@@ -81,7 +81,7 @@ async def test_flush_writes_the_run_and_its_timeline_once(database: Database) ->
             run.outputs = {**run.outputs, "discover_next_phase": {"n": 1}}
             timeline(session, run, "task_started", task="discover_next_phase")
             timeline(session, run, "probe", note="twice")
-            await direct.flush(session)
+            await runrows.flush(session)
             event.listen(database.engine.sync_engine, "before_cursor_execute", record)
         event.remove(database.engine.sync_engine, "before_cursor_execute", record)
         assert statements == []  # the commit's ORM flush had nothing left to write
@@ -160,8 +160,8 @@ async def locked_elsewhere(database: Database, run_id: uuid.UUID) -> bool:
 async def test_first_delivery_locks_and_loads_the_run(database: Database) -> None:
     run_id = await new_run(database)
     async with database.new_session() as session, session.begin():
-        assert await direct.first_delivery(session, uuid.uuid4(), lock=run_id)
-        held = direct.holds_lock(session, run_id)
+        assert await runrows.first_delivery(session, uuid.uuid4(), lock=run_id)
+        held = runrows.holds_lock(session, run_id)
         assert held is not None
         assert held.status == "pending"
         assert held.repository == "acme/direct"
@@ -177,13 +177,13 @@ async def test_first_delivery_of_a_duplicate_or_an_unknown_run(
 ) -> None:
     run_id, message_id, unknown = await new_run(database), uuid.uuid4(), uuid.uuid4()
     async with database.new_session() as session, session.begin():
-        assert await direct.first_delivery(session, message_id, lock=run_id)
+        assert await runrows.first_delivery(session, message_id, lock=run_id)
     async with database.new_session() as session, session.begin():
-        assert not await direct.first_delivery(session, message_id, lock=run_id)
-        assert direct.holds_lock(session, run_id) is not None  # locked all the same
+        assert not await runrows.first_delivery(session, message_id, lock=run_id)
+        assert runrows.holds_lock(session, run_id) is not None  # locked all the same
     async with database.new_session() as session, session.begin():
-        assert await direct.first_delivery(session, uuid.uuid4(), lock=unknown)
-        assert direct.holds_lock(session, unknown) is None
+        assert await runrows.first_delivery(session, uuid.uuid4(), lock=unknown)
+        assert runrows.holds_lock(session, unknown) is None
         assert await lock_run(session, unknown) is None
 
 
@@ -194,8 +194,8 @@ async def test_a_lock_ends_with_its_transaction(database: Database) -> None:
 
     async def change_then_fail(session: AsyncSession) -> None:
         async with session.begin():
-            assert await direct.first_delivery(session, uuid.uuid4(), lock=run_id)
-            run = direct.holds_lock(session, run_id)
+            assert await runrows.first_delivery(session, uuid.uuid4(), lock=run_id)
+            run = runrows.holds_lock(session, run_id)
             assert run is not None
             run.status = "running"
             raise Boom
@@ -204,12 +204,12 @@ async def test_a_lock_ends_with_its_transaction(database: Database) -> None:
         with pytest.raises(Boom):
             await change_then_fail(session)
         async with session.begin():
-            assert direct.holds_lock(session, run_id) is None
-            assert await direct.first_delivery(session, uuid.uuid4(), lock=run_id)
+            assert runrows.holds_lock(session, run_id) is None
+            assert await runrows.first_delivery(session, uuid.uuid4(), lock=run_id)
             again = await lock_run(session, run_id)
             assert again is not None
             assert again.status == "pending"  # reloaded: the change was rolled back
-            assert direct.holds_lock(session, run_id) is again
+            assert runrows.holds_lock(session, run_id) is again
             assert await locked_elsewhere(database, run_id)
 
 
@@ -254,5 +254,5 @@ async def test_a_rolled_back_timeline_is_not_written_by_the_next_transaction(
             run = await lock_run(session, run_id)
             assert run is not None
             timeline(session, run, "kept")
-            await direct.flush(session)
+            await runrows.flush(session)
     assert await kinds(database, run_id) == ["kept"]
