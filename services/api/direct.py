@@ -197,6 +197,18 @@ async def insert_artifacts(
     )
 
 
+async def artifacts_of(session: AsyncSession, run_id: UUID) -> list[asyncpg.Record]:
+    """The run's artifact rows (path, artifact_type, task_name, attempt), oldest
+    first, as the transaction sees them."""
+    conn = await connection(session)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT path, artifact_type, task_name, attempt FROM workflow_artifacts "
+        "WHERE run_id = $1 ORDER BY created_at, id",
+        run_id,
+    )
+    return rows
+
+
 def of_transaction(session: Session, key: str) -> Any:
     """What `for_transaction` keeps under `key` for the session's current
     transaction; None once it ended (rolled back, retried in place, committed)."""

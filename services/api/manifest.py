@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api.models import Artifact, Run
+from services.api import direct
+from services.api.models import Run
 
 MANIFEST = "manifest.json"
 
@@ -20,13 +20,7 @@ async def write(session: AsyncSession, run: Run, artifacts_root: Path) -> str:
 
     Returns its relative path.
     """
-    rows = (
-        await session.scalars(
-            select(Artifact)
-            .where(Artifact.run_id == run.id)
-            .order_by(Artifact.created_at)
-        )
-    ).all()
+    rows = await direct.artifacts_of(session, run.id)
     body = {
         "runId": str(run.id),
         "repository": run.repository,
@@ -41,13 +35,13 @@ async def write(session: AsyncSession, run: Run, artifacts_root: Path) -> str:
         "writtenAt": datetime.now(UTC).isoformat(),
         "artifacts": [
             {
-                "path": a.path,
-                "artifactType": a.artifact_type,
-                "task": a.task_name,
-                "attempt": a.attempt,
+                "path": a["path"],
+                "artifactType": a["artifact_type"],
+                "task": a["task_name"],
+                "attempt": a["attempt"],
             }
             for a in rows
-            if a.path != MANIFEST
+            if a["path"] != MANIFEST
         ],
     }
     run_dir = artifacts_root / str(run.id)
