@@ -181,11 +181,50 @@ def _run_sql(columns: tuple[str, ...], with_timeline: bool) -> str:
     return f"{cte}, changed AS ({update}) SELECT updated_at FROM changed"
 
 
-RUN_SELECT = (
-    "SELECT "
-    + ", ".join(c.key for c in Run.__table__.columns)
-    + " FROM spec_workflow_runs WHERE id = $1"
+_ALL_COLUMNS = ", ".join(c.key for c in Run.__table__.columns)
+RUN_SELECT = f"SELECT {_ALL_COLUMNS} FROM spec_workflow_runs WHERE id = $1"
+NEW_RUN_COLUMNS = (
+    "id",
+    "repository",
+    "feature_key",
+    "base_branch",
+    "requested_task_id",
+    "publish_mode",
+    "notes",
+    "status",
+    "phase",
+    "attempt",
+    "outputs",
+    "event_seq",
+    "created_by",
+    "idempotency_key",
 )
+_INSERT_RUN = (
+    f"INSERT INTO spec_workflow_runs ({', '.join(NEW_RUN_COLUMNS)}) VALUES ("
+    + ", ".join(
+        f"${i}::jsonb" if c in RUN_JSONB else f"${i}"
+        for i, c in enumerate(NEW_RUN_COLUMNS, start=1)
+    )
+    + f") ON CONFLICT DO NOTHING RETURNING {_ALL_COLUMNS}"
+)
+
+
+async def insert_run(session: AsyncSession, values: dict[str, Any]) -> Run | None:
+    """A new run row (`NEW_RUN_COLUMNS`; the rest NULL or the server's defaults),
+    held by the session like a locked one; None if it would break a unique index (an
+    active run of the same feature, the same Idempotency-Key): ON CONFLICT, not an
+    error, so no savepoint is needed to carry on."""
+    conn = await direct.connection(session)
+    row = await conn.fetchrow(
+        _INSERT_RUN,
+        *(
+            direct.jsonb(values[c]) if c in RUN_JSONB else values[c]
+            for c in NEW_RUN_COLUMNS
+        ),
+    )
+    return None if row is None else _adopt(session, dict(row.items()))
+
+
 _INBOX_AND_LOCK = (
     f"WITH delivery AS ({_INBOX}), "
     f"locked AS ({RUN_SELECT.replace('$1', '$2')} FOR UPDATE) "

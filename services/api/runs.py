@@ -130,26 +130,26 @@ async def create_run(
         existing = await _by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:
             return _replay(existing, request), False
-    run = Run(
-        id=uuid4(),
-        repository=request.repository,
-        feature_key=request.feature_key,
-        base_branch=request.base_branch,
-        requested_task_id=request.task_id,
-        publish_mode=request.publish_mode,
-        notes=request.notes,
-        status=RunStatus.PENDING,
-        phase=Phase.DISCOVER,
-        attempt=1,
-        outputs={},
-        event_seq=0,
-        created_by=user_id,
-        idempotency_key=idempotency_key,
+    run = await runrows.insert_run(
+        session,
+        {
+            "id": uuid4(),
+            "repository": request.repository,
+            "feature_key": request.feature_key,
+            "base_branch": request.base_branch,
+            "requested_task_id": request.task_id,
+            "publish_mode": request.publish_mode,
+            "notes": request.notes,
+            "status": RunStatus.PENDING,
+            "phase": Phase.DISCOVER,
+            "attempt": 1,
+            "outputs": {},
+            "event_seq": 0,
+            "created_by": user_id,
+            "idempotency_key": idempotency_key,
+        },
     )
-    try:
-        async with session.begin_nested():
-            session.add(run)
-    except IntegrityError as exc:
+    if run is None:
         # The partial unique indexes decide races that a check-then-insert would lose.
         # A concurrent request with the same key may trip either index first: the key
         # decides.
@@ -157,16 +157,12 @@ async def create_run(
             existing = await _by_idempotency_key(session, user_id, idempotency_key)
             if existing is not None:
                 return _replay(existing, request), False
-        if "uq_spec_workflow_runs_active" in str(exc.orig):
-            active = await _active_run_id(
-                session, request.repository, request.feature_key
-            )
-            raise ActiveRunExists(
-                f"run {active} is still active for {request.repository}"
-                f" feature {request.feature_key}",
-                str(active) if active else None,
-            ) from None
-        raise
+        active = await _active_run_id(session, request.repository, request.feature_key)
+        raise ActiveRunExists(
+            f"run {active} is still active for {request.repository}"
+            f" feature {request.feature_key}",
+            str(active) if active else None,
+        )
     timeline(
         session,
         run,
