@@ -123,11 +123,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def _database(request: Request) -> Database:
+async def database_dep(request: Request) -> Database:
+    """The app's database, without a session (the read routes: `reads_lane`)."""
     return get_database(request)
 
 
-DatabaseDep = Annotated[Database, Depends(_database)]  # async: no thread-pool hop
+DatabaseDep = Annotated[Database, Depends(database_dep)]  # async: no thread-pool hop
 
 
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import cursor
 from services.api.errors import RunNotFound
@@ -41,7 +41,7 @@ def artifacts_prefix(artifacts_root: PurePath | str) -> str:
 
 
 async def run_json(
-    session: AsyncSession,
+    bind: AsyncEngine,
     run_id: UUID,
     *,
     owner: UUID | None,
@@ -56,7 +56,7 @@ async def run_json(
     if owner is not None:
         args.append(owner)
     rows = await fetch(
-        session, run_sql(tasks, artifacts, audits, owner is not None), *args
+        bind, run_sql(tasks, artifacts, audits, owner is not None), *args
     )
     if not rows:
         raise RunNotFound(f"no run {run_id}")
@@ -91,7 +91,7 @@ def list_query(
 
 
 async def runs_json(
-    session: AsyncSession,
+    bind: AsyncEngine,
     filters: ListFilter,
     *,
     owner: UUID | None,
@@ -104,7 +104,7 @@ async def runs_json(
     sql, args = list_query(
         filters, owner=owner, limit=limit, after=after, artifacts_root=artifacts_root
     )
-    rows = await fetch(session, sql, *args)
+    rows = await fetch(bind, sql, *args)
     page = rows[:limit]
     more = len(rows) > limit
     next_cursor = cursor.encode(page[-1][1], page[-1][2]) if more else None

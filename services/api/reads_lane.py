@@ -21,7 +21,7 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
@@ -102,17 +102,13 @@ def lane(engine: Engine) -> Lane:
     return found
 
 
-async def fetch(session: AsyncSession, sql: str, *args: Any) -> Sequence[Any]:
-    """The rows of `sql`, run by asyncpg on a connection of the session's engine: one
-    round trip, no BEGIN (a single SELECT reads one snapshot anyway). The session
-    itself stays unused: it names the database (tests swap it for a dead one).
+async def fetch(bind: AsyncEngine, sql: str, *args: Any) -> Sequence[Any]:
+    """The rows of `sql`, run by asyncpg on a connection of `bind`: one round trip, no
+    BEGIN (a single SELECT reads one snapshot anyway), and no session.
 
     Errors become `DBAPIError`, as SQLAlchemy raises them: a lost connection is
     answered 503 like any other database outage.
     """
-    bind = session.bind
-    if not isinstance(bind, AsyncEngine):
-        raise TypeError("reads need a session bound to an engine")
     engine = bind.sync_engine
     waiting = lane(engine)
     while True:

@@ -93,7 +93,7 @@ async def create_run(
 
 @router.get("/runs", response_model=RunList)
 async def list_runs(
-    session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     caller: PrincipalDep,
     status: RunStatus | None = None,
@@ -111,7 +111,7 @@ async def list_runs(
         repository=repository,
     )
     body = await reads.runs_json(
-        session,
+        database.engine,
         filters,
         owner=caller.user_id,
         limit=limit,
@@ -124,7 +124,7 @@ async def list_runs(
 @router.get("/runs/{run_id}", response_model=RunOut)
 async def get_run(
     run_id: UUID,
-    session: SessionDep,
+    database: DatabaseDep,
     settings: SettingsDep,
     caller: PrincipalDep,
     include_tasks: Annotated[bool, Query(alias="includeTasks")] = True,
@@ -134,7 +134,7 @@ async def get_run(
     ] = True,
 ) -> Response:
     body = await reads.run_json(
-        session,
+        database.engine,
         run_id,
         owner=caller.user_id,
         artifacts_root=settings.artifacts_root,

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api.db import Database, get_session
+from services.api.db import Database, database_dep, get_session
 from services.api.settings import Settings
 from tests.support.api import RUNS
 
@@ -26,9 +26,14 @@ def dead_database(fastapi_app: FastAPI) -> Iterator[None]:
         async with dead.new_session() as session:
             yield session
 
+    async def unreachable_database() -> Database:
+        return dead  # the read routes take the database itself
+
     fastapi_app.dependency_overrides[get_session] = unreachable
+    fastapi_app.dependency_overrides[database_dep] = unreachable_database
     yield
     fastapi_app.dependency_overrides.pop(get_session)
+    fastapi_app.dependency_overrides.pop(database_dep)
 
 
 @pytest.mark.usefixtures("dead_database")
@@ -71,9 +76,14 @@ def busy_database(fastapi_app: FastAPI, settings: Settings) -> Iterator[Database
         async with busy.new_session() as session:
             yield session
 
+    async def pooled_database() -> Database:
+        return busy
+
     fastapi_app.dependency_overrides[get_session] = pooled
+    fastapi_app.dependency_overrides[database_dep] = pooled_database
     yield busy
     fastapi_app.dependency_overrides.pop(get_session)
+    fastapi_app.dependency_overrides.pop(database_dep)
 
 
 async def test_a_pool_that_stays_busy_is_a_503(

@@ -28,8 +28,7 @@ async def db(settings: Settings, database: Database) -> AsyncIterator[Database]:
 
 
 async def backend(db: Database, sql: str = PID) -> int:
-    async with db.new_session() as session:
-        rows = await reads_lane.fetch(session, sql)
+    rows = await reads_lane.fetch(db.engine, sql)
     return int(rows[0][0])
 
 
@@ -65,8 +64,7 @@ async def test_a_connection_that_died_waiting_is_replaced(
     first = await backend(db)
     killer = Database(str(settings.database_url), pool_size=1)
     try:
-        async with killer.new_session() as session:
-            await reads_lane.fetch(session, f"SELECT pg_terminate_backend({first})")
+        await reads_lane.fetch(killer.engine, f"SELECT pg_terminate_backend({first})")
     finally:
         await killer.dispose()
     await asyncio.sleep(0.1)
