@@ -4,7 +4,8 @@
 `add_sink`, so records are already redacted). It shapes each record into a small JSON
 dict and appends it to a bounded buffer; when the buffer is full the record is dropped
 and counted, never waited for. A background task publishes the buffer in batches, one
-message per `log.<service>.<level>` routing key holding a JSON list, non-persistent,
+message per run of consecutive records with the same `log.<service>.<level>` routing
+key (so the order they were logged in survives), a JSON list, non-persistent,
 not mandatory, each publish bounded by `timeout`: a dead or slow broker only costs
 dropped records. Dropped counts are reported every `report_interval` as one WARNING
 line (not shipped) and the StatsD counter `log_records_dropped`.
@@ -95,6 +96,25 @@ def shape(record: Record, service: str) -> dict[str, Any]:
 def routing_key(service: str, level: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in service)
     return f"log.{safe or 'unknown'}.{level.lower()}"
+
+
+def runs_by_key(
+    batch: list[dict[str, Any]],
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The batch cut into consecutive runs of one routing key, in order.
+
+    Not one group per key: an ERROR buffered before five WARNINGs and another ERROR
+    would be published (and stored) ahead of those WARNINGs, and the sink's ids would
+    no longer follow emission order (seen in CI).
+    """
+    runs: list[tuple[str, list[dict[str, Any]]]] = []
+    for item in batch:
+        key = routing_key(item["service"], item["level"])
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(item)
+        else:
+            runs.append((key, [item]))
+    return runs
 
 
 class LogShipper:
@@ -196,12 +216,8 @@ class LogShipper:
         limit = self.batch_size if size is None else size
         while self.buffer and len(batch) < limit:
             batch.append(self.buffer.popleft())
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for item in batch:
-            key = routing_key(item["service"], item["level"])
-            groups.setdefault(key, []).append(item)
         sent = 0
-        for key, items in groups.items():
+        for key, items in runs_by_key(batch):
             try:
                 await asyncio.wait_for(self.publish(key, items), self.timeout)
             except asyncio.CancelledError:

@@ -169,3 +169,23 @@ def test_a_text_sink_is_not_needed_for_shipping() -> None:
 def test_routing_keys_are_safe() -> None:
     assert routing_key("api", "WARNING") == "log.api.warning"
     assert routing_key("codex.runner#", "INFO") == "log.codex_runner_.info"
+
+
+async def test_levels_interleaved_keep_their_order() -> None:
+    """An ERROR buffered before WARNINGs and another ERROR: grouping by key would
+    publish both ERRORs first (the log sink's ids then broke emission order in CI)."""
+    publish = Recorder()
+    shipper = LogShipper("unit", publish)
+    shipper.attach()
+    logger.error("e0")
+    for n in range(3):
+        logger.warning("w{n}", n=n)
+    logger.error("e1")
+    logger.error("e2")
+    assert await shipper.flush() == 6
+
+    assert [(key, [r["message"] for r in items]) for key, items in publish.sent] == [
+        ("log.unit.error", ["e0"]),
+        ("log.unit.warning", ["w0", "w1", "w2"]),
+        ("log.unit.error", ["e1", "e2"]),
+    ]
