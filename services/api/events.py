@@ -1,7 +1,7 @@
 """AMQP subscribers of the API: task events, finalize_run and dead letters.
 
-Each one is a thin adapter around `transitions.py` inside one transaction that starts
-with the inbox check.
+Each one is a thin adapter around `transitions.py` (or `closing.py`) inside one
+transaction that starts with the inbox check.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api import (
+    closing,
     dead_letters,
+    guards,
     logsink,
     manifest,
     outbox,
@@ -55,15 +57,15 @@ E = TypeVar("E", bound=Message)
 async def _apply(
     session: AsyncSession,
     event: E,
-    action: Callable[[AsyncSession, E], Awaitable[transitions.Outcome]],
-) -> transitions.Outcome:
+    action: Callable[[AsyncSession, E], Awaitable[guards.Outcome]],
+) -> guards.Outcome:
     """Inbox check plus the transition, in one transaction.
 
     The inbox statement also locks the event's run, which every transition starts
     with. Retried in place while Postgres is down.
     """
 
-    async def attempt() -> transitions.Outcome:
+    async def attempt() -> guards.Outcome:
         # No autoflush: the run row's changes and the timeline go out once, at the
         # commit (one UPDATE, one multi-row INSERT), not before every statement.
         async with session.begin():
@@ -71,7 +73,7 @@ async def _apply(
                 if not await outbox.first_delivery(
                     session, event.message_id, lock=event.run_id
                 ):
-                    return transitions.Outcome(False, "duplicate")
+                    return guards.Outcome(False, "duplicate")
                 outcome = await action(session, event)
                 await runrows.flush(session)
                 return outcome
@@ -99,18 +101,18 @@ async def _apply(
 async def _applied(
     database: Database,
     event: E,
-    action: Callable[[AsyncSession, E], Awaitable[transitions.Outcome]],
-) -> transitions.Outcome:
+    action: Callable[[AsyncSession, E], Awaitable[guards.Outcome]],
+) -> guards.Outcome:
     async with database.new_session() as session:
         return await _apply(session, event, action)
 
 
 def _recorder(
     settings: Settings,
-) -> Callable[[AsyncSession, TaskSucceeded], Awaitable[transitions.Outcome]]:
+) -> Callable[[AsyncSession, TaskSucceeded], Awaitable[guards.Outcome]]:
     closer = _closer(settings)
 
-    async def record(s: AsyncSession, e: TaskSucceeded) -> transitions.Outcome:
+    async def record(s: AsyncSession, e: TaskSucceeded) -> guards.Outcome:
         return await transitions.record_succeeded(
             s,
             e,
@@ -132,7 +134,7 @@ async def _finalize_command(
     """
     async with database.new_session() as session:
         async with session.begin():
-            current = await transitions.task_is_open(session, cmd)
+            current = await closing.task_is_open(session, cmd)
         if not current:
             logger.info("Ignored FinalizeRun for run {}: not current", str(cmd.run_id))
             return
@@ -143,12 +145,12 @@ async def _finalize_command(
 
 def _finalizer(
     settings: Settings,
-) -> Callable[[AsyncSession, FinalizeRun], Awaitable[transitions.Outcome]]:
+) -> Callable[[AsyncSession, FinalizeRun], Awaitable[guards.Outcome]]:
     """A finalize_run command (a retry resuming there, or one queued by an older
     version): close the run, then its manifest."""
 
-    async def finalize(session: AsyncSession, cmd: FinalizeRun) -> transitions.Outcome:
-        run, outcome = await transitions.finalize(session, cmd)
+    async def finalize(session: AsyncSession, cmd: FinalizeRun) -> guards.Outcome:
+        run, outcome = await closing.finalize(session, cmd)
         if run is not None:
             await _write_manifest(session, run, settings)
         return outcome
@@ -158,10 +160,10 @@ def _finalizer(
 
 async def _write_manifest(session: AsyncSession, run: Run, settings: Settings) -> None:
     path = await manifest.write(session, run, settings.artifacts_root)
-    await transitions.record_manifest(session, run, path)
+    await closing.record_manifest(session, run, path)
 
 
-def _closer(settings: Settings) -> transitions.Closer:
+def _closer(settings: Settings) -> closing.Closer:
     """finalize_run served inline, in apply_and_publish's success transaction:
     observed as the task it is (metrics, log lines), then the manifest."""
 
@@ -205,7 +207,7 @@ async def _dead_letter(database: Database, dead: dead_letters.DeadLetter) -> Non
         return
     cause, error = found
 
-    async def fail(s: AsyncSession, m: Message) -> transitions.Outcome:
+    async def fail(s: AsyncSession, m: Message) -> guards.Outcome:
         return await transitions.fail_dead_letter(s, m, error)
 
     get_metrics().incr("dead_letter", task=cause.task, code=error.code)

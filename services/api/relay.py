@@ -28,7 +28,7 @@ from faststream.rabbit.schemas import Channel
 from loguru import logger
 from sqlalchemy import delete, select
 
-from services.api import logsink, outbox, transitions
+from services.api import leases, logsink, outbox
 from services.api.db import Database, is_unavailable
 from services.api.fastpath import publish
 from services.api.models import InboxRow, OutboxRow
@@ -119,11 +119,11 @@ class Relay:
         """Handle expired leases, then prune sent outbox rows and old inbox ids."""
         now = datetime.now(UTC)
         async with self.database.new_session() as session, session.begin():
-            keys = await transitions.expired_leases(session, now)
+            keys = await leases.expired_leases(session, now)
         handled = 0
         for key in keys:
             async with self.database.new_session() as session, session.begin():
-                outcome = await transitions.reap(
+                outcome = await leases.reap(
                     session,
                     key,
                     now=now,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import outbox, runs, transitions
+from services.api import closing, guards, leases, outbox, runs, transitions
 from services.api.db import Database
 from services.api.dead_letters import inbox_copy
 from services.api.errors import ActiveRunExists, RunNotCancellable, RunNotRetryable
@@ -530,11 +530,11 @@ def make_delivery(
     )
 
 
-async def deliver(session: AsyncSession, delivery: Delivery) -> transitions.Outcome:
+async def deliver(session: AsyncSession, delivery: Delivery) -> guards.Outcome:
     """What `events.py` does with a delivery: the inbox check, then the transition."""
     message = delivery.inbox_message
     if not await outbox.first_delivery(session, message.message_id):
-        return transitions.Outcome(False, "duplicate")
+        return guards.Outcome(False, "duplicate")
     if delivery.error is not None:
         return await transitions.fail_dead_letter(session, message, delivery.error)
     if isinstance(message, TaskStarted):
@@ -548,7 +548,7 @@ async def deliver(session: AsyncSession, delivery: Delivery) -> transitions.Outc
     if isinstance(message, TaskCancelled):
         return await transitions.record_cancelled(session, message)
     assert isinstance(message, FinalizeRun)
-    return (await transitions.finalize(session, message))[1]
+    return (await closing.finalize(session, message))[1]
 
 
 # ---------------------------------------------------------------- playing a scenario
@@ -752,7 +752,7 @@ class Scenario:
         key = (run_id, task, max(seen.attempt + step.attempt, 1))
 
         async def act(session: AsyncSession, _before: Snapshot) -> tuple[bool, bool]:
-            outcome = await transitions.reap(
+            outcome = await leases.reap(
                 session, key, now=datetime.now(UTC), max_redispatch=MAX_REDISPATCH
             )
             return outcome.applied, False
