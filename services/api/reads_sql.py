@@ -89,16 +89,24 @@ def _array(
     )
 
 
-_TASKS = f"({_array(TaskOut, TaskState, 't', _order(Run.tasks, 't'))})"
-_TASK_SUMMARY = "({})".format(  # runs.task_summary: latest attempts, pipeline order
-    _array(
-        TaskOut,
-        TaskState,
-        "t",
-        f"array_position({_PIPELINE}, t.task_name::text)",
-        f"t.task_name::text = ANY({_PIPELINE})",
-        f"t.attempt = (SELECT max(l.attempt) FROM {TaskState.__tablename__} l"
-        " WHERE l.run_id = r.id AND l.task_name = t.task_name)",
+_TASK_ORDER = [column.name for column in Run.tasks.property.order_by]
+_TASKS = "CROSS JOIN LATERAL ({}) tk".format(  # the task rows once, aggregated twice
+    "SELECT coalesce(json_agg(x.j ORDER BY {}), '[]') AS items,"
+    # runs.task_summary: the latest attempt of each pipeline task, in pipeline order
+    " coalesce(json_agg(x.j ORDER BY x.pos) FILTER (WHERE x.latest), '[]') AS summary"
+    " FROM (SELECT row_to_json(d) AS j, {},"
+    " array_position({}, t.task_name::text) AS pos,"
+    " t.task_name::text = ANY({}) AND t.attempt = (SELECT max(l.attempt)"
+    " FROM {} l WHERE l.run_id = r.id AND l.task_name = t.task_name) AS latest"
+    " FROM {} t CROSS JOIN LATERAL (SELECT {}) d"
+    " WHERE t.run_id = r.id) x".format(
+        ", ".join(f"x.{name}" for name in _TASK_ORDER),
+        ", ".join(f"t.{name}" for name in _TASK_ORDER),
+        _PIPELINE,
+        _PIPELINE,
+        TaskState.__tablename__,
+        TaskState.__tablename__,
+        _fields(TaskOut, TaskState, "t", {}),
     )
 )
 _ARTIFACTS = f"({_array(ArtifactOut, Artifact, 'a', _order(Run.artifacts, 'a'))})"
@@ -119,7 +127,8 @@ def run_sql(tasks: bool, artifacts: bool, audits: bool, owned: bool) -> str:
     relations: dict[str, str] = {}
     joins = []
     if tasks:
-        relations |= {"tasks": _TASKS, "task_summary": _TASK_SUMMARY}
+        relations |= {"tasks": "tk.items", "task_summary": "tk.summary"}
+        joins.append(_TASKS)
     if artifacts:
         relations["artifacts"] = _ARTIFACTS
     if audits:
