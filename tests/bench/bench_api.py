@@ -137,6 +137,8 @@ async def load_runs(connection: asyncpg.Connection, total: int) -> Loaded:
                 await connection.execute(statement, timeout=3_600)
     for table in TABLES:
         await connection.execute(f"VACUUM ANALYZE {table}", timeout=3_600)
+    # The load's dirty pages written now, not by the checkpointer during the reads.
+    await connection.execute("CHECKPOINT", timeout=3_600)
     size = await connection.fetchval(
         "SELECT pg_size_pretty(sum(pg_total_relation_size(c))::bigint) "
         "FROM unnest($1::regclass[]) AS c",
@@ -165,7 +167,8 @@ class Targets:
         )
 
 
-Endpoint = tuple[str, Callable[[random.Random], tuple[str, dict[str, str]]]]
+Target = tuple[str, dict[str, str]]
+Endpoint = tuple[str, Callable[[random.Random], Target]]
 
 
 def endpoints(targets: Targets) -> list[Endpoint]:
@@ -240,14 +243,17 @@ async def measure(
     requests: int,
     rng: random.Random,
     round_: int = 1,
+    warmup: int = 0,
 ) -> Load:
-    """`requests` GETs from `concurrency` `Client`s at `client.base_url`; `client`
-    sends the uncounted warm-up."""
+    """`requests` GETs from `concurrency` `Client`s at `client.base_url`, after
+    `warmup` uncounted ones from the same clients; `client` sends a few more first."""
     name, make = endpoint
     ms: list[float] = []
     todo = [make(rng) for _ in range(requests)]
 
-    async def client_loop(connection: Client) -> None:
+    async def client_loop(
+        connection: Client, todo: list[Target], ms: list[float]
+    ) -> None:
         while todo:
             path, params = todo.pop()
             started = time.perf_counter()
@@ -260,10 +266,12 @@ async def measure(
         (await client.get(path, params=params)).raise_for_status()
     connections = [await Client.open(client.base_url) for _ in range(concurrency)]
     try:
-        # uncounted too: one answer on each connection, all at once
+        # uncounted too: one answer on each connection, all at once, then `warmup`
         await asyncio.gather(*(c.get(*todo[-1]) for c in connections))
+        warm = [make(rng) for _ in range(warmup)]
+        await asyncio.gather(*(client_loop(c, warm, []) for c in connections))
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(c) for c in connections))
+        await asyncio.gather(*(client_loop(c, todo, ms) for c in connections))
     finally:
         await asyncio.gather(*(c.close() for c in connections))
     return Load(name, concurrency, round_, ms, time.perf_counter() - started)

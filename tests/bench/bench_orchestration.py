@@ -23,8 +23,9 @@ One invocation, everything side by side on private databases and vhosts
    process (/proc/<pid>/stat) during the bursts; a per-hop split of our latency.
 4. RSS (VmRSS) of every process at idle and its peak during its system's bursts; the
    real stage services' idle RSS.
-5. The API: BENCH_API_RUNS runs bulk-inserted, then GET /runs/{id} and the list under
-   BENCH_API_CONCURRENCY concurrent clients (and one, for reference).
+5. The API: BENCH_API_RUNS runs bulk-inserted (then CHECKPOINT), then GET /runs/{id}
+   and the list under BENCH_API_CONCURRENCY concurrent clients (and one, for
+   reference), each endpoint's first round after BENCH_API_WARMUP uncounted requests.
 
 The report goes to stdout and replaces the `## bench` section of docs/benchmarks.md.
 Nothing is gated on absolute times. The full default run takes about 10-15 minutes on
@@ -100,6 +101,7 @@ class BenchSettings(BaseSettings):
     api_requests: int = Field(600, ge=10, validation_alias="BENCH_API_REQUESTS")
     api_concurrency: int = Field(10, ge=1, validation_alias="BENCH_API_CONCURRENCY")
     api_rounds: int = Field(3, ge=1, validation_alias="BENCH_API_ROUNDS")
+    api_warmup: int = Field(300, ge=0, validation_alias="BENCH_API_WARMUP")
     output: Path = Field(ROOT / "docs" / "benchmarks.md", validation_alias="BENCH_OUT")
     logs: Path | None = Field(None, validation_alias="BENCH_LOGS")
     """Keep the processes' logs here (default: a temporary folder, removed)."""
@@ -578,6 +580,7 @@ async def api_reads(report: Report, rig: Rig) -> None:
                         endpoint,
                         concurrency=concurrency,
                         requests=settings.api_requests,
+                        warmup=settings.api_warmup if index == 1 else 0,
                         rng=rng,
                         round_=index,
                     )

@@ -53,6 +53,7 @@ def _settings_line(report: Report) -> str:
         "BENCH_API_REQUESTS": s.api_requests,
         "BENCH_API_CONCURRENCY": s.api_concurrency,
         "BENCH_API_ROUNDS": s.api_rounds,
+        "BENCH_API_WARMUP": s.api_warmup,
     }
     return ", ".join(f"{k}={v}" for k, v in knobs.items())
 
@@ -382,9 +383,12 @@ def _api(report: Report) -> list[str]:
         "",
         f"{loaded.inserted:,} runs bulk-inserted with SQL (each: 5 task rows, 2 "
         f"artifacts, 1 credential audit; {loaded.size} with indexes; insert + "
-        f"VACUUM ANALYZE {loaded.seconds:.0f} s). Requests over HTTP to the API "
-        "process (uvicorn, loopback, keep-alive) from N clients at once, each "
-        "sending its next request when answered; random run ids and list cursors. "
+        f"VACUUM ANALYZE + CHECKPOINT {loaded.seconds:.0f} s). Requests over HTTP "
+        "to the API process (uvicorn, loopback, keep-alive) from N clients at once, "
+        "each sending its next request when answered; random run ids and list "
+        f"cursors. Each endpoint's first round at N clients starts with "
+        f"{s.api_warmup:,} uncounted requests from the same clients (the API's "
+        "pool and Postgres's buffers warm up, as in service). "
         "`GET /runs/{id}` with its defaults (tasks, artifacts, credential audits); "
         "the list with its default page (20 newest).",
         "",
