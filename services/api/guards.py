@@ -76,7 +76,9 @@ async def fail(
     error: TaskError,
     *,
     summary: dict[str, Any] | None = None,
+    kind: str = "task_failed",
 ) -> Outcome:
+    """Fail the task (guarded) and with it the run; `kind` names the timeline entry."""
     now = datetime.now(UTC)
     if not await move_task(
         session,
@@ -89,14 +91,7 @@ async def fail(
         summary=summary,
     ):
         return Outcome(False, "transition_not_allowed")
-    timeline(
-        session,
-        run,
-        "task_failed",
-        task=task,
-        attempt=run.attempt,
-        errorCode=error.code,
-    )
+    timeline(session, run, kind, task=task, attempt=run.attempt, errorCode=error.code)
     run.error_code, run.error_message = error.code, error.message
     finish(run, RunStatus.FAILED, now)
     await announce_status(session, run)

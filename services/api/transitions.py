@@ -273,27 +273,6 @@ async def fail_dead_letter(
     run, outcome = await current(session, message)
     if run is None:
         return outcome
-    now = datetime.now(UTC)
-    if not await move_task(
-        session,
-        run,
-        message.task,
-        TaskStatus.FAILED,
-        finished_at=now,
-        lease_until=None,
-        error=error.model_dump(mode="json"),
-    ):
-        # Its task is already over (or not yet dispatched): the run waits on another.
-        return Outcome(False, "transition_not_allowed")
-    timeline(
-        session,
-        run,
-        "message_dead_lettered",
-        task=message.task,
-        attempt=run.attempt,
-        errorCode=error.code,
-    )
-    run.error_code, run.error_message = error.code, error.message
-    finish(run, RunStatus.FAILED, now)
-    await announce_status(session, run)
-    return APPLIED
+    # transition_not_allowed when its task is already over (or not yet dispatched):
+    # the run waits on another. An open task has no summary yet for `fail` to clear.
+    return await fail(session, run, message.task, error, kind="message_dead_lettered")
