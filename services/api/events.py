@@ -66,12 +66,15 @@ async def _apply(
     """
 
     async def attempt() -> guards.Outcome:
-        # No autoflush: the run row's changes and the timeline go out once, at the
-        # commit (one UPDATE, one multi-row INSERT), not before every statement.
+        # No autoflush: the run row's changes, the timeline and the task moves go
+        # out once, in `runrows.flush`'s one statement, not before every statement.
         async with session.begin():
             with session.no_autoflush:
                 if not await outbox.first_delivery(
-                    session, event.message_id, lock=event.run_id
+                    session,
+                    event.message_id,
+                    lock=event.run_id,
+                    task=(event.task, event.attempt),
                 ):
                     return guards.Outcome(False, "duplicate")
                 outcome = await action(session, event)

@@ -147,12 +147,17 @@ async def hand_back(session: AsyncSession, ids: Sequence[UUID]) -> None:
 
 
 async def first_delivery(
-    session: AsyncSession, message_id: UUID, *, lock: UUID | None = None
+    session: AsyncSession,
+    message_id: UUID,
+    *,
+    lock: UUID | None = None,
+    task: tuple[str, int] | None = None,
 ) -> bool:
     """Record `message_id` in the inbox; False when already processed (a duplicate).
 
-    With `lock`, that run is locked and loaded in the same statement."""
-    return await runrows.first_delivery(session, message_id, lock=lock)
+    With `lock`, that run is locked and loaded in the same statement (and the status
+    of its `task`, name and attempt, read)."""
+    return await runrows.first_delivery(session, message_id, lock=lock, task=task)
 
 
 async def pending_count(session: AsyncSession) -> int:

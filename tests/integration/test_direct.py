@@ -256,3 +256,94 @@ async def test_a_rolled_back_timeline_is_not_written_by_the_next_transaction(
             timeline(session, run, "kept")
             await runrows.flush(session)
     assert await kinds(database, run_id) == ["kept"]
+
+
+async def task_status(database: Database, run_id: uuid.UUID) -> str:
+    async with database.new_session() as session:
+        state = (
+            await session.scalars(select(TaskState).where(TaskState.run_id == run_id))
+        ).one()
+    return state.status
+
+
+async def test_a_move_known_to_be_allowed_goes_with_the_flush(
+    database: Database,
+) -> None:
+    """first_delivery read the task's status with the run lock: the move is decided
+    then and its UPDATE sent with the flush's one statement, still guarded."""
+    run_id = await new_run(database)
+    task = ("discover_next_phase", 1)
+    async with database.new_session() as session, session.begin():
+        assert await runrows.first_delivery(
+            session, uuid.uuid4(), lock=run_id, task=task
+        )
+        run = await lock_run(session, run_id)  # held: no statement
+        assert run is not None
+        mid = await direct.connection(session)
+        running = sorted(TASK_ALLOWED_FROM[TaskStatus.RUNNING])
+        done = sorted(TASK_ALLOWED_FROM[TaskStatus.SUCCEEDED])
+        assert await direct.move_task(
+            session, run_id, *task, TaskStatus.RUNNING, running, {"heartbeat_at": None}
+        )
+        # decided from what the transaction knows: running -> running is no edge
+        assert not await direct.move_task(
+            session, run_id, *task, TaskStatus.RUNNING, running, {}
+        )
+        assert await direct.move_task(
+            session, run_id, *task, TaskStatus.SUCCEEDED, done, {"summary": {"n": 1}}
+        )
+        assert (
+            await mid.fetchval(
+                "SELECT status FROM spec_workflow_task_states WHERE run_id = $1", run_id
+            )
+            == "queued"
+        )  # nothing sent yet
+        run.status = "running"
+        await runrows.flush(session)
+    assert await task_status(database, run_id) == "succeeded"  # both moves, as one
+
+
+async def test_a_stale_status_fails_the_flush_for_a_retry(database: Database) -> None:
+    """A status read before the run lock was granted can be stale: the deferred
+    UPDATE is still guarded, and moving nothing is a serialization failure (retried
+    in place by `retry_while_unavailable`), never a silent half-applied event."""
+    run_id = await new_run(database)
+    task = ("discover_next_phase", 1)
+    async with database.new_session() as session, session.begin():
+        await direct.move_task(
+            session, run_id, *task, TaskStatus.FAILED, ["queued"], {}
+        )
+
+    async def stale_event(session: AsyncSession) -> None:
+        async with session.begin():
+            assert await runrows.first_delivery(
+                session, uuid.uuid4(), lock=run_id, task=task
+            )
+            direct.know_status(session, (run_id, *task), "queued")  # stale
+            assert await direct.move_task(
+                session, run_id, *task, TaskStatus.RUNNING, ["queued"], {}
+            )
+            await runrows.flush(session)
+
+    async with database.new_session() as session:
+        with pytest.raises(direct.StaleTaskStatus) as stale:
+            await stale_event(session)
+    assert stale.value.sqlstate == "40001"
+    assert await task_status(database, run_id) == "failed"
+
+
+async def test_a_refusal_on_a_read_status_asks_the_database(database: Database) -> None:
+    """Only a status this transaction wrote decides a refusal by itself: one it read
+    may be stale, so the guarded UPDATE runs at once."""
+    run_id = await new_run(database)
+    task = ("discover_next_phase", 1)
+    async with database.new_session() as session, session.begin():
+        assert await runrows.first_delivery(
+            session, uuid.uuid4(), lock=run_id, task=task
+        )
+        direct.know_status(session, (run_id, *task), "succeeded")  # stale: queued
+        assert await direct.move_task(
+            session, run_id, *task, TaskStatus.RUNNING, ["queued"], {}
+        )
+        await runrows.flush(session)
+    assert await task_status(database, run_id) == "running"

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import closing, guards, leases, outbox, runs, transitions
+from services.api import closing, guards, leases, outbox, runrows, runs, transitions
 from services.api.db import Database
 from services.api.dead_letters import inbox_copy
 from services.api.errors import ActiveRunExists, RunNotCancellable, RunNotRetryable
@@ -531,10 +531,22 @@ def make_delivery(
 
 
 async def deliver(session: AsyncSession, delivery: Delivery) -> guards.Outcome:
-    """What `events.py` does with a delivery: the inbox check, then the transition."""
+    """What `events.py` does with a delivery: the inbox check (which locks the run and
+    reads the task's status, as `events._apply` does), the transition, the flush."""
     message = delivery.inbox_message
-    if not await outbox.first_delivery(session, message.message_id):
+    task = (message.task, message.attempt)
+    if not await outbox.first_delivery(
+        session, message.message_id, lock=message.run_id, task=task
+    ):
         return guards.Outcome(False, "duplicate")
+    outcome = await _transition(session, delivery, message)
+    await runrows.flush(session)
+    return outcome
+
+
+async def _transition(
+    session: AsyncSession, delivery: Delivery, message: Message
+) -> guards.Outcome:
     if delivery.error is not None:
         return await transitions.fail_dead_letter(session, message, delivery.error)
     if isinstance(message, TaskStarted):
