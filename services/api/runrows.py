@@ -150,7 +150,9 @@ async def _write(
     clean = False  # every change of the run is one of `columns`
     if run is not None:
         state = inspect(run)
-        changed = [attr.key for attr in state.attrs if attr.history.has_changes()]
+        # The attributes set since the load or the last flush (their old values are
+        # kept there); comparing every attribute's history cost more.
+        changed = list(state.committed_state)
         columns = tuple(c for c in changed if c in RUN_COLUMNS)
         clean = len(columns) == len(changed)
     if not columns and not timeline and not moves:
