@@ -23,7 +23,7 @@ One invocation, everything side by side on private databases and vhosts
    process (/proc/<pid>/stat) during the bursts; a per-hop split of our latency.
 4. RSS (VmRSS) of every process at idle and its peak during its system's bursts; the
    real stage services' idle RSS.
-5. The API: BENCH_API_RUNS runs bulk-inserted (then CHECKPOINT), then GET /runs/{id}
+5. The API: BENCH_API_RUNS runs bulk-inserted (then VACUUM, CHECKPOINT), GET /runs/{id}
    and the list under BENCH_API_CONCURRENCY concurrent clients (and one, for
    reference), each endpoint's first round after BENCH_API_WARMUP uncounted requests.
 

@@ -383,7 +383,7 @@ def _api(report: Report) -> list[str]:
         "",
         f"{loaded.inserted:,} runs bulk-inserted with SQL (each: 5 task rows, 2 "
         f"artifacts, 1 credential audit; {loaded.size} with indexes; insert + "
-        f"VACUUM ANALYZE + CHECKPOINT {loaded.seconds:.0f} s). Requests over HTTP "
+        f"VACUUM ANALYZE of every table + CHECKPOINT {loaded.seconds:.0f} s). Requests over HTTP "
         "to the API process (uvicorn, loopback, keep-alive) from N clients at once, "
         "each sending its next request when answered; random run ids and list "
         f"cursors. Each endpoint's first round at N clients starts with "
