@@ -383,9 +383,10 @@ def _api(report: Report) -> list[str]:
         "",
         f"{loaded.inserted:,} runs bulk-inserted with SQL (each: 5 task rows, 2 "
         f"artifacts, 1 credential audit; {loaded.size} with indexes; insert + "
-        f"VACUUM ANALYZE of every table + CHECKPOINT {loaded.seconds:.0f} s). Requests over HTTP "
-        "to the API process (uvicorn, loopback, keep-alive) from N clients at once, "
-        "each sending its next request when answered; random run ids and list "
+        f"VACUUM ANALYZE of every table + CHECKPOINT {loaded.seconds:.0f} s). "
+        "Requests over HTTP to the API process (uvicorn, loopback, keep-alive) "
+        "from N clients at once, each sending its next request when answered; "
+        "random run ids and list "
         f"cursors. Each endpoint's first round at N clients starts with "
         f"{s.api_warmup:,} uncounted requests from the same clients (the API's "
         "pool and Postgres's buffers warm up, as in service). "
