@@ -17,6 +17,7 @@ from uuid import UUID
 import httpx
 from loguru import logger
 
+from shared.http import Transport
 from shared.redaction import register_secret
 
 FIRST_DELAY = 0.5
@@ -52,7 +53,7 @@ class InternalApi:
         self._token = token
         self._timeout = timeout
         self._retry_for = retry_for
-        self._transport = transport
+        self._transport = transport or Transport()
 
     async def secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]:
         """The run's user's keys among `providers` (absent ones are simply missing).
@@ -158,7 +159,7 @@ class ShardRegistry:
             time.sleep(1.0)
 
     async def heartbeat(self, index: int, hostname: str) -> None:
-        async with httpx.AsyncClient(timeout=10.0) as client:
+        async with httpx.AsyncClient(timeout=10.0, transport=Transport()) as client:
             response = await client.post(
                 f"{self._base_url}/internal/shards/{index}/heartbeat",
                 json={"hostname": hostname},

@@ -88,3 +88,25 @@ async def test_secrets_fails_at_once_when_asking_again_cannot_help(
     with pytest.raises(InternalApiError) as caught:
         await client.secrets(uuid4(), ["github"])
     assert (caught.value.code, caught.value.retryable, len(seen)) == (code, False, 1)
+
+
+async def test_secrets_retries_when_the_api_dies_mid_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default transport (`shared.http.Transport`): anyio's AttributeError for a
+    socket closed while connecting is retried like a refused connection."""
+    answers = iter([AttributeError("'NoneType' object has no attribute 'getpeername'")])
+
+    async def handle(
+        _self: httpx.AsyncHTTPTransport, request: httpx.Request
+    ) -> httpx.Response:
+        answer = next(answers, None)
+        if answer is not None:
+            raise answer
+        return httpx.Response(
+            200, json={"secrets": {"github": "ghp_x"}, "missing": []}, request=request
+        )
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", handle)
+    client = InternalApi("http://api", lambda: TOKEN)
+    assert await client.secrets(uuid4(), ["github"]) == {"github": "ghp_x"}
