@@ -34,6 +34,8 @@ async def _worker_faults(
     async def cycle(name: str) -> None:
         try:
             await restart(rig, history, name, sig, down=1.0, stop_timeout=stop_timeout)
+        except Exception as exc:  # a replica left down is a finding, not a log line
+            history.flag(f"restarting {name} failed: {exc!r}"[:300])
         finally:
             down.discard(name)
 

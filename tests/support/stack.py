@@ -103,7 +103,9 @@ class Stack:
             cwd=self.var_dir.parent,
             capture_output=True,
             text=True,
-            timeout=30,
+            # Under `make chaos` load a fresh interpreter took over 30 s to import and
+            # start the process (the restart then failed silently before).
+            timeout=120,
             check=True,
             stdin=subprocess.DEVNULL,
         )
