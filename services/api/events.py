@@ -20,7 +20,6 @@ from services.api import (
     guards,
     logsink,
     manifest,
-    outbox,
     runrows,
     shards,
     transitions,
@@ -70,7 +69,7 @@ async def _apply(
         # out once, in `runrows.flush`'s one statement, not before every statement.
         async with session.begin():
             with session.no_autoflush:
-                if not await outbox.first_delivery(
+                if not await runrows.first_delivery(
                     session,
                     event.message_id,
                     lock=event.run_id,

@@ -1,4 +1,4 @@
-"""Transactional outbox and inbox.
+"""Transactional outbox (the inbox is `runrows.first_delivery`).
 
 Messages are written in the caller's transaction; duplicates are dropped.
 
@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.api import direct, runrows
+from services.api import direct
 from services.api.models import OutboxRow
 from shared.messages import Message
 from shared.routing import route_of
@@ -144,20 +144,6 @@ async def hand_back(session: AsyncSession, ids: Sequence[UUID]) -> None:
         {"ids": list(ids)},
     )
     await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-
-
-async def first_delivery(
-    session: AsyncSession,
-    message_id: UUID,
-    *,
-    lock: UUID | None = None,
-    task: tuple[str, int] | None = None,
-) -> bool:
-    """Record `message_id` in the inbox; False when already processed (a duplicate).
-
-    With `lock`, that run is locked and loaded in the same statement (and the status
-    of its `task`, name and attempt, read)."""
-    return await runrows.first_delivery(session, message_id, lock=lock, task=task)
 
 
 async def pending_count(session: AsyncSession) -> int:

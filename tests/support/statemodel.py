@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import closing, guards, leases, outbox, runrows, runs, transitions
+from services.api import closing, guards, leases, runrows, runs, transitions
 from services.api.db import Database
 from services.api.dead_letters import inbox_copy
 from services.api.errors import ActiveRunExists, RunNotCancellable, RunNotRetryable
@@ -535,7 +535,7 @@ async def deliver(session: AsyncSession, delivery: Delivery) -> guards.Outcome:
     reads the task's status, as `events._apply` does), the transition, the flush."""
     message = delivery.inbox_message
     task = (message.task, message.attempt)
-    if not await outbox.first_delivery(
+    if not await runrows.first_delivery(
         session, message.message_id, lock=message.run_id, task=task
     ):
         return guards.Outcome(False, "duplicate")
