@@ -75,17 +75,14 @@ def _order(relationship: Any, row: str) -> str:
     )
 
 
-def _array(
-    model: type[BaseModel], table: type[Base], row: str, order: str, *where: str
-) -> str:
+def _array(model: type[BaseModel], table: type[Base], row: str, order: str) -> str:
     """SELECT the JSON array (`items`) of the run's rows of `table` as `model`; `[]`
     when there are none."""
-    conditions = " AND ".join([f"{row}.run_id = r.id", *where])
     return (
         f"SELECT coalesce(json_agg(row_to_json(d) ORDER BY {order}), '[]') AS items"
         f" FROM {table.__tablename__} {row}"
         f" CROSS JOIN LATERAL (SELECT {_fields(model, table, row, {})}) d"
-        f" WHERE {conditions}"
+        f" WHERE {row}.run_id = r.id"
     )
 
 
