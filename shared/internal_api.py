@@ -48,12 +48,17 @@ class InternalApi:
         retry_for: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`token` is asked on every call: a token file may appear after start-up."""
+        """`token` is asked on every call: a token file may appear after start-up.
+
+        Without `transport`, each call gets its own `Transport`: a client closes its
+        transport on exit, so one shared by concurrent calls would cut the others'
+        connections (ReadError) whenever the first of them finished.
+        """
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
         self._retry_for = retry_for
-        self._transport = transport or Transport()
+        self._transport = transport
 
     async def secrets(self, run_id: UUID, providers: list[str]) -> dict[str, str]:
         """The run's user's keys among `providers` (absent ones are simply missing).
@@ -90,7 +95,7 @@ class InternalApi:
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with httpx.AsyncClient(
-                timeout=self._timeout, transport=self._transport
+                timeout=self._timeout, transport=self._transport or Transport()
             ) as client:
                 response = await client.post(
                     url, json={"providers": providers}, headers=headers

@@ -7,6 +7,7 @@ internal_api_unreachable.
 
 from __future__ import annotations
 
+import asyncio
 from uuid import uuid4
 
 import httpx
@@ -110,3 +111,43 @@ async def test_secrets_retries_when_the_api_dies_mid_connect(
     monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", handle)
     client = InternalApi("http://api", lambda: TOKEN)
     assert await client.secrets(uuid4(), ["github"]) == {"github": "ghp_x"}
+
+
+async def test_concurrent_calls_do_not_cut_each_other() -> None:
+    """Each call has its own transport. With one shared, the first client to finish
+    closed it, and the other calls' connections with it: ReadError, so
+    internal_api_unreachable (make chaos, scenario b: 15 runs failed so when their
+    retries met the database outage). A real server on loopback answers the calls
+    one after another, 20 ms apart, so each ends while the later ones wait; no
+    retries, so any cut connection fails."""
+    body = b'{"secrets": {"github": "ghp_x"}, "missing": []}'
+    arrived = iter(range(1, 100))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        await asyncio.sleep(0.02 * next(arrived))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = InternalApi(f"http://127.0.0.1:{port}", lambda: TOKEN, retry_for=0)
+    try:
+        found = await asyncio.gather(
+            *(client.secrets(uuid4(), ["github"]) for _ in range(10)),
+            return_exceptions=True,
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert found == [{"github": "ghp_x"}] * 10
