@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode
 from uuid import UUID
@@ -193,6 +193,8 @@ class Load:
     round: int
     ms: list[float]
     seconds: float
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds used during the counted requests, by process (group)."""
 
     @property
     def latency(self) -> Latency:
@@ -245,9 +247,12 @@ async def measure(
     rng: random.Random,
     round_: int = 1,
     warmup: int = 0,
+    cpu: Callable[[], Awaitable[dict[str, float]]] | None = None,
 ) -> Load:
     """`requests` GETs from `concurrency` `Client`s at `client.base_url`, after
-    `warmup` uncounted ones from the same clients; `client` sends a few more first."""
+    `warmup` uncounted ones from the same clients; `client` sends a few more first.
+    `cpu`, if given, says each process's CPU seconds so far: the load reports what
+    the counted requests used."""
     name, make = endpoint
     ms: list[float] = []
     todo = [make(rng) for _ in range(requests)]
@@ -271,11 +276,15 @@ async def measure(
         await asyncio.gather(*(c.get(*todo[-1]) for c in connections))
         warm = [make(rng) for _ in range(warmup)]
         await asyncio.gather(*(client_loop(c, warm, []) for c in connections))
+        before = await cpu() if cpu else {}
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(c, todo, ms) for c in connections))
+        seconds = time.perf_counter() - started
+        after = await cpu() if cpu else {}
     finally:
         await asyncio.gather(*(c.close() for c in connections))
-    return Load(name, concurrency, round_, ms, time.perf_counter() - started)
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    return Load(name, concurrency, round_, ms, seconds, used)
 
 
 async def list_plans(database_url: str) -> list[tuple[str, str]]:

@@ -554,8 +554,27 @@ async def stage_workers_idle(report: Report, rig: Rig) -> None:
             worker.stop()
 
 
-async def api_reads(report: Report, rig: Rig) -> None:
+async def read_cpu(
+    api: Service, admin: asyncpg.Connection, database: str | None
+) -> dict[str, float]:
+    """CPU seconds so far of the API process, this process (the clients) and the
+    database's backends alive now (pooled: they outlive a round)."""
+    rows = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1", database
+    )
+    backends = (cpu_seconds(int(row["pid"])) for row in rows)
+    return {
+        api.name: api.cpu(),
+        DRIVER: time.process_time(),
+        POSTGRES: sum(s for s in backends if s is not None),
+    }
+
+
+async def api_reads(
+    report: Report, rig: Rig, api: Service, admin: asyncpg.Connection
+) -> None:
     settings = report.settings
+    database = make_url(rig.ours.database_url).database
     connection = await asyncpg.connect(plain_dsn(rig.ours.database_url))
     try:
         say(f"bulk load to {settings.api_runs:,} runs")
@@ -583,6 +602,7 @@ async def api_reads(report: Report, rig: Rig) -> None:
                         warmup=settings.api_warmup if index == 1 else 0,
                         rng=rng,
                         round_=index,
+                        cpu=lambda: read_cpu(api, admin, database),
                     )
                     report.api.append(load)
                     say(
@@ -700,7 +720,7 @@ async def bench(settings: BenchSettings) -> Report:
         ours_services[2].stop()  # the responders: the real stages come up instead
         say("idle memory of the real stage services")
         await stage_workers_idle(report, rig)
-        await api_reads(report, rig)
+        await api_reads(report, rig, ours_services[0], admin)
         report.load_after = os.getloadavg()
     return report
 

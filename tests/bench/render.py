@@ -373,6 +373,35 @@ def _memory(report: Report) -> list[str]:
     return lines
 
 
+def _api_cpu(keys: list[tuple[str, int]], loads: list[Load]) -> list[str]:
+    """CPU per request by process, and how busy the API process was (its CPU
+    seconds per wall second: 1.0 is one core, all its event loop can use)."""
+    names = list(dict.fromkeys(name for x in loads for name in x.cpu))
+    if not names:
+        return []
+    lines = [
+        "CPU per request during the counted requests (ms, median of the rounds; "
+        "/proc/<pid>/stat; the database's backends alive at the start and end of "
+        "each round):",
+        "",
+        "| endpoint | clients | " + " | ".join(names) + " | API process busy |",
+        "|---|--:|" + "--:|" * (len(names) + 1),
+    ]
+    for endpoint, clients in keys:
+        group = [x for x in loads if (x.endpoint, x.concurrency) == (endpoint, clients)]
+        per = [
+            statistics.median(1000 * x.cpu.get(n, 0.0) / len(x.ms) for x in group)
+            for n in names
+        ]
+        busy = statistics.median(x.cpu.get(names[0], 0.0) / x.seconds for x in group)
+        lines.append(
+            f"| `{endpoint}` | {clients} | "
+            + " | ".join(f"{v:.2f}" for v in per)
+            + f" | {busy:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def _api(report: Report) -> list[str]:
     loaded, loads = report.loaded, report.api
     if loaded is None or not loads:
@@ -413,6 +442,7 @@ def _api(report: Report) -> list[str]:
             f"{per_round} |"
         )
     lines.append("")
+    lines += _api_cpu(keys, loads)
     c = s.api_concurrency
     for (endpoint, clients), lat in results.items():
         if clients != c:
