@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.api import errors
-from services.api.main import HTTP_STATUS
+from services.api.http_errors import HTTP_STATUS
 
 
 def _subclasses(cls: type[errors.RunError]) -> set[type[errors.RunError]]:
