@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from services.api import cursor, reads, runs
+from services.api import cursor, reads, run_control, runs
 from services.api.db import DatabaseDep, SessionDep
 from services.api.deps import PrincipalDep, SettingsDep, get_principal
 from services.api.lifecycle import TERMINAL_RUN, RunStatus
@@ -144,7 +144,7 @@ async def retry_run(
     body: RetryRequest | None = None,
 ) -> RunOut:
     async with session.begin():
-        run = await runs.start_retry(
+        run = await run_control.start_retry(
             session, run_id, notes=body.notes if body else None, owner=caller.user_id
         )
     return run_out(run, settings)
@@ -155,7 +155,7 @@ async def cancel_run(
     run_id: UUID, session: SessionDep, settings: SettingsDep, caller: PrincipalDep
 ) -> RunOut:
     async with session.begin():
-        run = await runs.cancel_run(session, run_id, owner=caller.user_id)
+        run = await run_control.cancel_run(session, run_id, owner=caller.user_id)
     return run_out(run, settings)
 
 

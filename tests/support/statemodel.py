@@ -25,7 +25,15 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import closing, guards, leases, runrows, runs, transitions
+from services.api import (
+    closing,
+    guards,
+    leases,
+    run_control,
+    runrows,
+    runs,
+    transitions,
+)
 from services.api.db import Database
 from services.api.dead_letters import inbox_copy
 from services.api.errors import ActiveRunExists, RunNotCancellable, RunNotRetryable
@@ -709,7 +717,7 @@ class Scenario:
             try:
                 # A savepoint stands in for the route's transaction, undone on error.
                 async with session.begin_nested():
-                    run = await runs.start_retry(
+                    run = await run_control.start_retry(
                         session, run_id, notes=None, owner=None
                     )
             except RunNotRetryable:
@@ -732,7 +740,7 @@ class Scenario:
         async def act(session: AsyncSession, before: Snapshot) -> tuple[bool, bool]:
             try:
                 async with session.begin_nested():
-                    await runs.cancel_run(session, run_id, owner=None)
+                    await run_control.cancel_run(session, run_id, owner=None)
             except RunNotCancellable:
                 assert before.status not in ACTIVE, before.describe()
                 return False, False
