@@ -5,7 +5,7 @@ transaction, same locks), as fixed SQL text that asyncpg prepares once per
 connection: no SQLAlchemy statement is built, cache-keyed or compiled per call, which
 cost ten times the statement itself (about 0.5 ms against 0.04 ms of CPU). The rows
 around the run: task moves, task and outbox rows, artifacts; the run row itself and
-its timeline are `runrows.py`'s.
+its timeline are `runlock.py`'s (loading, locking) and `runrows.py`'s (writing).
 
 JSONB parameters are JSON text: that is what SQLAlchemy's asyncpg codec expects.
 """

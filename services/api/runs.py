@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from services.api import runrows
+from services.api import runlock, runrows
 from services.api.dispatch import dispatch, timeline
 from services.api.errors import (
     ActiveRunExists,
@@ -74,11 +74,11 @@ async def lock_run(
 
     Every transition of a run is serialised on it.
     """
-    held = runrows.holds_lock(session, run_id)
+    held = runlock.holds_lock(session, run_id)
     if held is not None:  # locked earlier in this transaction
         return held if owner is None or held.created_by == owner else None
     if session.identity_key(Run, (run_id,)) not in session.identity_map:
-        return await runrows.lock_run(session, run_id, owner=owner)
+        return await runlock.lock_run(session, run_id, owner=owner)
     # the session holds it already: the ORM reloads it over what it has
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
@@ -86,7 +86,7 @@ async def lock_run(
     run = (
         await session.scalars(query.execution_options(populate_existing=True))
     ).one_or_none()
-    return None if run is None else runrows.note_lock(session, run)
+    return None if run is None else runlock.note_lock(session, run)
 
 
 async def _by_idempotency_key(
@@ -122,7 +122,7 @@ async def create_run(
         existing = await _by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:
             return _replay(existing, request), False
-    run = await runrows.insert_run(
+    run = await runlock.insert_run(
         session,
         {
             "id": uuid4(),

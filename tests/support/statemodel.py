@@ -30,6 +30,7 @@ from services.api import (
     guards,
     leases,
     run_control,
+    runlock,
     runrows,
     runs,
     transitions,
@@ -543,7 +544,7 @@ async def deliver(session: AsyncSession, delivery: Delivery) -> guards.Outcome:
     reads the task's status, as `events._apply` does), the transition, the flush."""
     message = delivery.inbox_message
     task = (message.task, message.attempt)
-    if not await runrows.first_delivery(
+    if not await runlock.first_delivery(
         session, message.message_id, lock=message.run_id, task=task
     ):
         return guards.Outcome(False, "duplicate")
