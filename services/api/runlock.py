@@ -12,7 +12,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from services.api import direct, runrows
+from services.api import direct, runrows, taskmoves
 from services.api.models import Run
 
 _INBOX = (
@@ -32,7 +32,7 @@ async def first_delivery(
 
     With `lock`, the same statement also locks and loads that run (`lock_run`), so
     the transition's own `lock_run` costs no round trip; with `task` too (name,
-    attempt), it reads that task row's status for `direct.move_task`.
+    attempt), it reads that task row's status for `taskmoves.move_task`.
     """
     conn = await direct.connection(session)
     if lock is None or session.identity_key(Run, (lock,)) in session.identity_map:
@@ -48,7 +48,7 @@ async def first_delivery(
     if values["id"] is not None:
         _adopt(session, values)
         if task is not None:
-            direct.know_status(session, (lock, *task), status)
+            taskmoves.know_status(session, (lock, *task), status)
     return first
 
 
@@ -103,7 +103,7 @@ _INBOX_AND_LOCK = (
     "FROM (VALUES (1)) AS one LEFT JOIN locked ON true"
 )
 # The task row as the statement's snapshot has it: if the run lock had to wait, a
-# later change is missed, which `direct.move_task` allows for.
+# later change is missed, which `taskmoves.move_task` allows for.
 _INBOX_LOCK_AND_TASK = _INBOX_AND_LOCK.replace(
     "locked.* ",
     "(SELECT status FROM spec_workflow_task_states WHERE run_id = $2 "

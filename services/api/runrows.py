@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
-from services.api import direct
+from services.api import direct, taskmoves
 from services.api.models import Run, RunEvent
 
 TimelineEntry = tuple[UUID, int, str, str | None, int | None, dict[str, Any]]
@@ -72,7 +72,7 @@ async def flush(session: AsyncSession) -> None:
     the timeline entries go in one statement: an UPDATE and a multi-row INSERT.
     """
     entries = _take_timeline(session.sync_session)
-    moves = direct.take_moves(session.sync_session)
+    moves = taskmoves.take_moves(session.sync_session)
     changed: list[Run | None] = [o for o in session.dirty if isinstance(o, Run)]
     if not entries and not changed and not moves:
         return
@@ -105,7 +105,7 @@ async def _write(
     conn: asyncpg.Connection,
     run: Run | None,
     timeline: list[list[Any]],
-    moves: list[direct.Move],
+    moves: list[taskmoves.Move],
 ) -> None:
     """The run's changed columns, the timeline entries and the deferred task moves,
     whichever there are, in one statement."""
@@ -132,7 +132,9 @@ async def _write(
     )
     assert row is not None
     if row["moved"] != len(moves):
-        raise direct.StaleTaskStatus(f"{len(moves) - row['moved']} task move(s) lost")
+        raise taskmoves.StaleTaskStatus(
+            f"{len(moves) - row['moved']} task move(s) lost"
+        )
     if run is not None and columns:
         set_committed_value(run, "updated_at", row["updated_at"])
         if clean:
@@ -158,7 +160,7 @@ def _write_sql(
     columns: tuple[str, ...], with_timeline: bool, moves: tuple[tuple[str, ...], ...]
 ) -> str:
     """With `columns`: $1 the run, then their values; then the timeline's six arrays;
-    then each move's parameters (`direct.move_sql`). Answers the run's new
+    then each move's parameters (`taskmoves.move_sql`). Answers the run's new
     `updated_at` (NULL without `columns`) and how many task rows moved."""
     ctes, first = [], 1
     if columns:
@@ -175,7 +177,7 @@ def _write_sql(
         ctes.append(_timeline_cte(first))
         first += 6
     for n, move in enumerate(moves):
-        ctes.append(f"m{n} AS ({direct.move_sql(move, first)})")
+        ctes.append(f"m{n} AS ({taskmoves.move_sql(move, first)})")
         first += 5 + len(move)
     updated = "(SELECT updated_at FROM changed)" if columns else "NULL::timestamptz"
     moved = " + ".join(f"(SELECT count(*) FROM m{n})" for n in range(len(moves)))

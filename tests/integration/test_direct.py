@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import direct, runlock, runrows
+from services.api import direct, runlock, runrows, taskmoves
 from services.api.db import Database
 from services.api.dispatch import timeline
 from services.api.lifecycle import TASK_ALLOWED_FROM, TaskStatus
@@ -110,7 +110,7 @@ async def test_move_task_is_guarded(database: Database) -> None:
     now = datetime.now(UTC)
     running = sorted(TASK_ALLOWED_FROM[TaskStatus.RUNNING])
     async with database.new_session() as session, session.begin():
-        assert await direct.move_task(
+        assert await taskmoves.move_task(
             session,
             run_id,
             "discover_next_phase",
@@ -120,7 +120,7 @@ async def test_move_task_is_guarded(database: Database) -> None:
             {"started_at": now, "summary": {"k": [1, 2]}},
         )
         # running -> running is no edge: nothing changes
-        assert not await direct.move_task(
+        assert not await taskmoves.move_task(
             session,
             run_id,
             "discover_next_phase",
@@ -130,7 +130,7 @@ async def test_move_task_is_guarded(database: Database) -> None:
             {"started_at": datetime.now(UTC)},
         )
         with pytest.raises(ValueError, match="not a task column"):
-            await direct.move_task(
+            await taskmoves.move_task(
                 session, run_id, "discover_next_phase", 1, "running", running, {"x": 1}
             )
     async with database.new_session() as session:
@@ -282,14 +282,14 @@ async def test_a_move_known_to_be_allowed_goes_with_the_flush(
         mid = await direct.connection(session)
         running = sorted(TASK_ALLOWED_FROM[TaskStatus.RUNNING])
         done = sorted(TASK_ALLOWED_FROM[TaskStatus.SUCCEEDED])
-        assert await direct.move_task(
+        assert await taskmoves.move_task(
             session, run_id, *task, TaskStatus.RUNNING, running, {"heartbeat_at": None}
         )
         # decided from what the transaction knows: running -> running is no edge
-        assert not await direct.move_task(
+        assert not await taskmoves.move_task(
             session, run_id, *task, TaskStatus.RUNNING, running, {}
         )
-        assert await direct.move_task(
+        assert await taskmoves.move_task(
             session, run_id, *task, TaskStatus.SUCCEEDED, done, {"summary": {"n": 1}}
         )
         assert (
@@ -310,7 +310,7 @@ async def test_a_stale_status_fails_the_flush_for_a_retry(database: Database) ->
     run_id = await new_run(database)
     task = ("discover_next_phase", 1)
     async with database.new_session() as session, session.begin():
-        await direct.move_task(
+        await taskmoves.move_task(
             session, run_id, *task, TaskStatus.FAILED, ["queued"], {}
         )
 
@@ -319,14 +319,14 @@ async def test_a_stale_status_fails_the_flush_for_a_retry(database: Database) ->
             assert await runlock.first_delivery(
                 session, uuid.uuid4(), lock=run_id, task=task
             )
-            direct.know_status(session, (run_id, *task), "queued")  # stale
-            assert await direct.move_task(
+            taskmoves.know_status(session, (run_id, *task), "queued")  # stale
+            assert await taskmoves.move_task(
                 session, run_id, *task, TaskStatus.RUNNING, ["queued"], {}
             )
             await runrows.flush(session)
 
     async with database.new_session() as session:
-        with pytest.raises(direct.StaleTaskStatus) as stale:
+        with pytest.raises(taskmoves.StaleTaskStatus) as stale:
             await stale_event(session)
     assert stale.value.sqlstate == "40001"
     assert await task_status(database, run_id) == "failed"
@@ -341,8 +341,8 @@ async def test_a_refusal_on_a_read_status_asks_the_database(database: Database) 
         assert await runlock.first_delivery(
             session, uuid.uuid4(), lock=run_id, task=task
         )
-        direct.know_status(session, (run_id, *task), "succeeded")  # stale: queued
-        assert await direct.move_task(
+        taskmoves.know_status(session, (run_id, *task), "succeeded")  # stale: queued
+        assert await taskmoves.move_task(
             session, run_id, *task, TaskStatus.RUNNING, ["queued"], {}
         )
         await runrows.flush(session)
