@@ -20,6 +20,7 @@ from services.api import (
     guards,
     logsink,
     manifest,
+    runlock,
     runrows,
     shards,
     transitions,
@@ -69,7 +70,7 @@ async def _apply(
         # out once, in `runrows.flush`'s one statement, not before every statement.
         async with session.begin():
             with session.no_autoflush:
-                if not await runrows.first_delivery(
+                if not await runlock.first_delivery(
                     session,
                     event.message_id,
                     lock=event.run_id,

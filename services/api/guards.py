@@ -15,7 +15,7 @@ from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import direct
+from services.api import direct, taskmoves
 from services.api.dispatch import announce_status, timeline
 from services.api.lifecycle import (
     ACTIVE_RUN,
@@ -58,7 +58,7 @@ async def move_task(
 
     False when the edge is not allowed.
     """
-    return await direct.move_task(
+    return await taskmoves.move_task(
         session,
         run.id,
         task,

@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from services.api import (
     accounts,
+    artifact_routes,
     credential_routes,
     credentials,
     db,
@@ -30,6 +31,7 @@ from services.api import (
     log_routes,
     outbox,
     routes,
+    shard_routes,
 )
 from services.api.fastpath import FastPath
 from services.api.models import DEFAULT_USER_ID
@@ -152,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.fast_path = fast_path
     for router in (
         routes.router,
+        artifact_routes.router,
+        shard_routes.router,
         credential_routes.me,
         internal_routes.internal,
         log_routes.logs,

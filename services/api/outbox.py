@@ -1,4 +1,4 @@
-"""Transactional outbox (the inbox is `runrows.first_delivery`).
+"""Transactional outbox (the inbox is `runlock.first_delivery`).
 
 Messages are written in the caller's transaction; duplicates are dropped.
 

@@ -1,45 +1,35 @@
-"""HTTP routes under /api/workflows/speckit: thin adapters over `runs.py`.
+"""HTTP routes under /api/workflows/speckit for runs: thin adapters over `runs.py`
+(a run's artifacts: `artifact_routes`; the Codex shards: `shard_routes`).
 
 Each route owns its transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from services.api import cursor, reads, runs, shards
+from services.api import cursor, reads, run_control, runs
 from services.api.db import DatabaseDep, SessionDep
 from services.api.deps import PrincipalDep, SettingsDep, get_principal
-from services.api.dispatch import shard_of
-from services.api.errors import ArtifactNotFound
 from services.api.lifecycle import TERMINAL_RUN, RunStatus
-from services.api.models import Artifact, CodexShardRow, Run, RunEvent
+from services.api.models import Run, RunEvent
 from services.api.schemas import (
-    ArtifactList,
-    ArtifactOut,
     EventList,
     EventOut,
-    ProbeAccepted,
-    ProbeRequest,
     RetryRequest,
     RunCreate,
     RunList,
     RunOut,
-    ShardList,
-    ShardOut,
 )
 from services.api.settings import Settings
 from services.api.timeline import EVENT_STREAM, event_stream, wants_event_stream
 from shared.messages import PublishMode
 from shared.names import NAME_RE
-from shared.routing import codex_queue_name, codex_volume_name
 
 router = APIRouter(
     prefix="/api/workflows/speckit", dependencies=[Depends(get_principal)]
@@ -154,7 +144,7 @@ async def retry_run(
     body: RetryRequest | None = None,
 ) -> RunOut:
     async with session.begin():
-        run = await runs.start_retry(
+        run = await run_control.start_retry(
             session, run_id, notes=body.notes if body else None, owner=caller.user_id
         )
     return run_out(run, settings)
@@ -165,7 +155,7 @@ async def cancel_run(
     run_id: UUID, session: SessionDep, settings: SettingsDep, caller: PrincipalDep
 ) -> RunOut:
     async with session.begin():
-        run = await runs.cancel_run(session, run_id, owner=caller.user_id)
+        run = await run_control.cancel_run(session, run_id, owner=caller.user_id)
     return run_out(run, settings)
 
 
@@ -217,104 +207,3 @@ async def run_events(
         ).all()
     items = [EventOut.model_validate(r) for r in rows]
     return EventList(items=items, last_seq=items[-1].seq if items else after)
-
-
-@router.get("/runs/{run_id}/artifacts")
-async def list_artifacts(
-    run_id: UUID, session: SessionDep, caller: PrincipalDep
-) -> ArtifactList:
-    async with session.begin():
-        run = await runs.get_run(
-            session, run_id, owner=caller.user_id, tasks=False, audits=False
-        )
-    return ArtifactList(items=[ArtifactOut.model_validate(a) for a in run.artifacts])
-
-
-def _artifact_file(run_dir: str | os.PathLike[str], path: str) -> str | None:
-    """The real path of `path` when it is a regular file inside `run_dir`, else None.
-
-    realpath follows symlinks: a link planted in the tree cannot lead outside the
-    run's directory. Blocking filesystem calls: run it in a thread.
-    """
-    root = os.path.realpath(run_dir)
-    target = os.path.realpath(os.path.join(root, path))
-    if os.path.commonpath([root, target]) != root or not os.path.isfile(target):
-        return None
-    return target
-
-
-@router.get("/runs/{run_id}/artifacts/{artifact_id}", response_class=FileResponse)
-async def download_artifact(
-    run_id: UUID,
-    artifact_id: UUID,
-    session: SessionDep,
-    settings: SettingsDep,
-    caller: PrincipalDep,
-) -> FileResponse:
-    async with session.begin():
-        await runs.visible_run(session, run_id, owner=caller.user_id)
-        artifact = await session.scalar(
-            select(Artifact).where(
-                Artifact.id == artifact_id, Artifact.run_id == run_id
-            )
-        )
-    if artifact is None:
-        raise ArtifactNotFound(f"run {run_id} has no artifact {artifact_id}")
-    target = await asyncio.to_thread(
-        _artifact_file, settings.artifacts_root / str(run_id), artifact.path
-    )
-    if target is None:
-        raise ArtifactNotFound(f"artifact {artifact_id} is not available")
-    return FileResponse(
-        target, filename=os.path.basename(target), media_type="application/octet-stream"
-    )
-
-
-@router.get("/codex/shards")
-async def list_shards(session: SessionDep, settings: SettingsDep) -> ShardList:
-    async with session.begin():
-        registered = {
-            row.shard_index: row
-            for row in (await session.scalars(select(CodexShardRow))).all()
-        }
-    items = []
-    for index in range(settings.codex_shards):
-        row = registered.get(index)
-        items.append(
-            ShardOut(
-                volume_status=row.volume_status if row else None,
-                volume_state=row.volume_state if row else None,
-                volume_message=row.volume_message if row else None,
-                volume_checked_at=row.volume_checked_at if row else None,
-                shard_index=index,
-                queue=codex_queue_name(index),
-                volume=codex_volume_name(index, settings.codex_volume_prefix),
-                status="registered" if row and row.registered_at else "unregistered",
-                hostname=row.hostname if row else None,
-                registered_at=row.registered_at if row else None,
-                heartbeat_at=row.heartbeat_at if row else None,
-            )
-        )
-    return ShardList(items=items)
-
-
-@router.post("/runs/{run_id}/codex/preflight", status_code=202)
-async def probe_codex_volume(
-    run_id: UUID,
-    session: SessionDep,
-    caller: PrincipalDep,
-    body: ProbeRequest | None = None,
-) -> ProbeAccepted:
-    """Re-probe the run's Codex auth volume; see the verdict in GET …/codex/shards."""
-    force = body.force_refresh if body else True
-    async with session.begin():
-        run = await shards.request_probe(
-            session, run_id, owner=caller.user_id, force_refresh=force
-        )
-    shard = shard_of(run)
-    return ProbeAccepted(
-        run_id=run.id,
-        codex_volume=shard.codex_volume,
-        codex_shard_index=shard.codex_shard_index,
-        force_refresh=force,
-    )

@@ -1,7 +1,7 @@
-"""The run row and its timeline on the event path, sent straight to asyncpg
-(`direct.py`): the inbox insert that also locks and loads the run, the lock itself,
-and the one statement that writes the run's changed columns with the transaction's
-timeline entries.
+"""A transaction's run changes on the event path, sent straight to asyncpg
+(`direct.py`): the timeline entries it queues, and the one statement that writes the
+run's changed columns with them and the deferred task moves. Loading and locking the
+run: `runlock`.
 """
 
 from __future__ import annotations
@@ -13,48 +13,11 @@ from uuid import UUID
 import asyncpg
 from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
-from services.api import direct
+from services.api import direct, taskmoves
 from services.api.models import Run, RunEvent
-
-_INBOX = (
-    "INSERT INTO inbox (message_id) VALUES ($1) "
-    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-)
-
-
-async def first_delivery(
-    session: AsyncSession,
-    message_id: UUID,
-    *,
-    lock: UUID | None = None,
-    task: tuple[str, int] | None = None,
-) -> bool:
-    """Record `message_id` in the inbox; False when it was there (a duplicate).
-
-    With `lock`, the same statement also locks and loads that run (`lock_run`), so
-    the transition's own `lock_run` costs no round trip; with `task` too (name,
-    attempt), it reads that task row's status for `direct.move_task`.
-    """
-    conn = await direct.connection(session)
-    if lock is None or session.identity_key(Run, (lock,)) in session.identity_map:
-        return await conn.fetchval(_INBOX, message_id) is not None
-    if task is None:
-        row = await conn.fetchrow(_INBOX_AND_LOCK, message_id, lock)
-    else:
-        row = await conn.fetchrow(_INBOX_LOCK_AND_TASK, message_id, lock, *task)
-    assert row is not None  # one row, whether or not the run exists
-    values = dict(row.items())
-    first = bool(values.pop("first_delivery"))
-    status = values.pop("task_status", None)
-    if values["id"] is not None:
-        _adopt(session, values)
-        if task is not None:
-            direct.know_status(session, (lock, *task), status)
-    return first
-
 
 TimelineEntry = tuple[UUID, int, str, str | None, int | None, dict[str, Any]]
 """run_id, seq, kind, task_name, attempt, data: a `run_events` row to be."""
@@ -109,7 +72,7 @@ async def flush(session: AsyncSession) -> None:
     the timeline entries go in one statement: an UPDATE and a multi-row INSERT.
     """
     entries = _take_timeline(session.sync_session)
-    moves = direct.take_moves(session.sync_session)
+    moves = taskmoves.take_moves(session.sync_session)
     changed: list[Run | None] = [o for o in session.dirty if isinstance(o, Run)]
     if not entries and not changed and not moves:
         return
@@ -142,7 +105,7 @@ async def _write(
     conn: asyncpg.Connection,
     run: Run | None,
     timeline: list[list[Any]],
-    moves: list[direct.Move],
+    moves: list[taskmoves.Move],
 ) -> None:
     """The run's changed columns, the timeline entries and the deferred task moves,
     whichever there are, in one statement."""
@@ -169,7 +132,9 @@ async def _write(
     )
     assert row is not None
     if row["moved"] != len(moves):
-        raise direct.StaleTaskStatus(f"{len(moves) - row['moved']} task move(s) lost")
+        raise taskmoves.StaleTaskStatus(
+            f"{len(moves) - row['moved']} task move(s) lost"
+        )
     if run is not None and columns:
         set_committed_value(run, "updated_at", row["updated_at"])
         if clean:
@@ -195,7 +160,7 @@ def _write_sql(
     columns: tuple[str, ...], with_timeline: bool, moves: tuple[tuple[str, ...], ...]
 ) -> str:
     """With `columns`: $1 the run, then their values; then the timeline's six arrays;
-    then each move's parameters (`direct.move_sql`). Answers the run's new
+    then each move's parameters (`taskmoves.move_sql`). Answers the run's new
     `updated_at` (NULL without `columns`) and how many task rows moved."""
     ctes, first = [], 1
     if columns:
@@ -212,7 +177,7 @@ def _write_sql(
         ctes.append(_timeline_cte(first))
         first += 6
     for n, move in enumerate(moves):
-        ctes.append(f"m{n} AS ({direct.move_sql(move, first)})")
+        ctes.append(f"m{n} AS ({taskmoves.move_sql(move, first)})")
         first += 5 + len(move)
     updated = "(SELECT updated_at FROM changed)" if columns else "NULL::timestamptz"
     moved = " + ".join(f"(SELECT count(*) FROM m{n})" for n in range(len(moves)))
@@ -220,114 +185,3 @@ def _write_sql(
         f"WITH {', '.join(ctes)} SELECT {updated} AS updated_at, "
         f"{moved or '0'}::int AS moved"
     )
-
-
-_ALL_COLUMNS = ", ".join(c.key for c in Run.__table__.columns)
-RUN_SELECT = f"SELECT {_ALL_COLUMNS} FROM spec_workflow_runs WHERE id = $1"
-NEW_RUN_COLUMNS = (
-    "id",
-    "repository",
-    "feature_key",
-    "base_branch",
-    "requested_task_id",
-    "publish_mode",
-    "notes",
-    "status",
-    "phase",
-    "attempt",
-    "outputs",
-    "event_seq",
-    "created_by",
-    "idempotency_key",
-)
-_INSERT_RUN = (
-    f"INSERT INTO spec_workflow_runs ({', '.join(NEW_RUN_COLUMNS)}) VALUES ("
-    + ", ".join(
-        f"${i}::jsonb" if c in RUN_JSONB else f"${i}"
-        for i, c in enumerate(NEW_RUN_COLUMNS, start=1)
-    )
-    + f") ON CONFLICT DO NOTHING RETURNING {_ALL_COLUMNS}"
-)
-
-
-async def insert_run(session: AsyncSession, values: dict[str, Any]) -> Run | None:
-    """A new run row (`NEW_RUN_COLUMNS`; the rest NULL or the server's defaults),
-    held by the session like a locked one; None if it would break a unique index (an
-    active run of the same feature, the same Idempotency-Key): ON CONFLICT, not an
-    error, so no savepoint is needed to carry on."""
-    conn = await direct.connection(session)
-    row = await conn.fetchrow(
-        _INSERT_RUN,
-        *(
-            direct.jsonb(values[c]) if c in RUN_JSONB else values[c]
-            for c in NEW_RUN_COLUMNS
-        ),
-    )
-    return None if row is None else _adopt(session, dict(row.items()))
-
-
-_INBOX_AND_LOCK = (
-    f"WITH delivery AS ({_INBOX}), "
-    f"locked AS ({RUN_SELECT.replace('$1', '$2')} FOR UPDATE) "
-    "SELECT EXISTS (SELECT 1 FROM delivery) AS first_delivery, locked.* "
-    "FROM (VALUES (1)) AS one LEFT JOIN locked ON true"
-)
-# The task row as the statement's snapshot has it: if the run lock had to wait, a
-# later change is missed, which `direct.move_task` allows for.
-_INBOX_LOCK_AND_TASK = _INBOX_AND_LOCK.replace(
-    "locked.* ",
-    "(SELECT status FROM spec_workflow_task_states WHERE run_id = $2 "
-    "AND task_name = $3 AND attempt = $4) AS task_status, locked.* ",
-)
-_LOCKED = "runrows.locked"
-
-
-def holds_lock(session: AsyncSession, run_id: UUID) -> Run | None:
-    """The run, if this transaction locked it with `lock_run` or `first_delivery`
-    (its in-memory state is then the current one: nobody else can change the row)."""
-    locked: dict[UUID, Run] | None = direct.of_transaction(
-        session.sync_session, _LOCKED
-    )
-    return None if locked is None else locked.get(run_id)
-
-
-def _adopt(session: AsyncSession, values: dict[str, Any]) -> Run:
-    """A locked row as a persistent ORM object of the session, without an ORM query
-    (`make_transient_to_detached`, then `add`). The session's identity map holds it
-    weakly: `session.info` keeps it for the transaction (`holds_lock`).
-
-    The values go straight into the instance's dict, as the ORM's own loading puts
-    them: through the constructor every column would be set, and its history kept,
-    one instrumented attribute at a time, only for `make_transient_to_detached` to
-    commit them all again.
-    """
-    run = Run()
-    run.__dict__.update(values)
-    make_transient_to_detached(run)
-    session.add(run)
-    return note_lock(session, run)
-
-
-def note_lock(session: AsyncSession, run: Run) -> Run:
-    """`run` is locked by this transaction (`holds_lock` answers it until its end)."""
-    locked: dict[UUID, Run] = direct.for_transaction(
-        session.sync_session, _LOCKED, dict
-    )
-    locked[run.id] = run
-    return run
-
-
-async def lock_run(
-    session: AsyncSession, run_id: UUID, *, owner: UUID | None = None
-) -> Run | None:
-    """The run row, locked FOR UPDATE, as a persistent ORM object of the session
-    (`_adopt`).
-
-    Only for a run the session does not hold yet (`runs.lock_run` checks).
-    """
-    conn = await direct.connection(session)
-    sql = RUN_SELECT + (" AND created_by = $2" if owner is not None else "")
-    row = await conn.fetchrow(
-        sql + " FOR UPDATE", *((run_id, owner) if owner is not None else (run_id,))
-    )
-    return None if row is None else _adopt(session, dict(row.items()))

@@ -1,4 +1,5 @@
-"""Operator actions on runs: create, retry, cancel, and the reads behind the API.
+"""Runs: create one, lock one, and the reads behind the API (retry and cancel:
+`run_control`).
 
 Every function takes the caller's session and never commits: the route owns the
 transaction.
@@ -7,34 +8,25 @@ transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from services.api import outbox, runrows
-from services.api.dispatch import announce_status, dispatch, shard_of, timeline
+from services.api import runlock, runrows
+from services.api.dispatch import dispatch, timeline
 from services.api.errors import (
     ActiveRunExists,
     IdempotencyKeyReused,
-    RunNotCancellable,
     RunNotFound,
-    RunNotRetryable,
 )
 from services.api.lifecycle import (
-    ACTIVE_RUN,
-    OPEN_TASK,
-    RETRYABLE_RUN,
     Phase,
     RunStatus,
-    TaskStatus,
-    resume_point,
 )
 from services.api.models import ACTIVE_RUN_STATUSES, Run, TaskState
-from shared.messages import PIPELINE, CancelTask, TaskName, new_message
+from shared.messages import PIPELINE, TaskName
 
 
 @dataclass(frozen=True)
@@ -82,11 +74,11 @@ async def lock_run(
 
     Every transition of a run is serialised on it.
     """
-    held = runrows.holds_lock(session, run_id)
+    held = runlock.holds_lock(session, run_id)
     if held is not None:  # locked earlier in this transaction
         return held if owner is None or held.created_by == owner else None
     if session.identity_key(Run, (run_id,)) not in session.identity_map:
-        return await runrows.lock_run(session, run_id, owner=owner)
+        return await runlock.lock_run(session, run_id, owner=owner)
     # the session holds it already: the ORM reloads it over what it has
     query = select(Run).where(Run.id == run_id).with_for_update()
     if owner is not None:
@@ -94,7 +86,7 @@ async def lock_run(
     run = (
         await session.scalars(query.execution_options(populate_existing=True))
     ).one_or_none()
-    return None if run is None else runrows.note_lock(session, run)
+    return None if run is None else runlock.note_lock(session, run)
 
 
 async def _by_idempotency_key(
@@ -104,7 +96,7 @@ async def _by_idempotency_key(
     return (await session.scalars(query)).one_or_none()
 
 
-async def _active_run_id(
+async def active_run_id(
     session: AsyncSession, repository: str, feature_key: str
 ) -> UUID | None:
     query = select(Run.id).where(
@@ -130,7 +122,7 @@ async def create_run(
         existing = await _by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:
             return _replay(existing, request), False
-    run = await runrows.insert_run(
+    run = await runlock.insert_run(
         session,
         {
             "id": uuid4(),
@@ -157,7 +149,7 @@ async def create_run(
             existing = await _by_idempotency_key(session, user_id, idempotency_key)
             if existing is not None:
                 return _replay(existing, request), False
-        active = await _active_run_id(session, request.repository, request.feature_key)
+        active = await active_run_id(session, request.repository, request.feature_key)
         raise ActiveRunExists(
             f"run {active} is still active for {request.repository}"
             f" feature {request.feature_key}",
@@ -182,112 +174,6 @@ def _replay(existing: Run, request: NewRun) -> Run:
             "this Idempotency-Key was used for a different request"
         )
     return existing
-
-
-async def start_retry(
-    session: AsyncSession, run_id: UUID, *, notes: str | None, owner: UUID | None
-) -> Run:
-    """Resume a failed or cancelled run at its first unfinished task (a new attempt)."""
-    run = await lock_run(session, run_id, owner=owner)
-    if run is None:
-        raise RunNotFound(f"no run {run_id}")
-    if run.status not in RETRYABLE_RUN:
-        raise RunNotRetryable(
-            f"run {run_id} is {run.status};"
-            " only failed or cancelled runs can be retried"
-        )
-    rows = await session.execute(
-        select(TaskState.task_name, TaskState.status)
-        .where(TaskState.run_id == run.id)
-        .order_by(TaskState.attempt)
-    )
-    latest = {
-        TaskName(name): TaskStatus(status) for name, status in rows
-    }  # later attempts overwrite
-    resume = resume_point(latest)
-    repository, feature_key = run.repository, run.feature_key
-    try:
-        # Another run of this feature may have started since: the partial index decides.
-        async with session.begin_nested():
-            run.status = RunStatus.PENDING
-    except IntegrityError as exc:
-        if "uq_spec_workflow_runs_active" not in str(exc.orig):
-            raise
-        active = await _active_run_id(session, repository, feature_key)
-        raise ActiveRunExists(
-            f"run {active} is still active for {repository} feature {feature_key}",
-            str(active) if active else None,
-        ) from None
-    previous = run.attempt
-    run.attempt += 1
-    run.error_code = run.error_message = run.result = None
-    run.finished_at = None
-    if notes is not None:
-        run.notes = notes
-    timeline(
-        session,
-        run,
-        "run_retried",
-        attempt=run.attempt,
-        previousAttempt=previous,
-        resumeAt=resume,
-    )
-    await dispatch(session, run, resume)
-    await announce_status(session, run)
-    return run
-
-
-async def cancel_run(session: AsyncSession, run_id: UUID, *, owner: UUID | None) -> Run:
-    """Cancel the run now and ask the stage that holds it to stop."""
-    run = await lock_run(session, run_id, owner=owner)
-    if run is None:
-        raise RunNotFound(f"no run {run_id}")
-    if run.status not in ACTIVE_RUN:
-        raise RunNotCancellable(f"run {run_id} is already {run.status}")
-    open_tasks = (
-        await session.scalars(
-            select(TaskState)
-            .where(
-                TaskState.run_id == run.id,
-                TaskState.attempt == run.attempt,
-                TaskState.status.in_(OPEN_TASK),
-            )
-            .with_for_update()
-        )
-    ).all()
-    now = datetime.now(UTC)
-    for state in open_tasks:
-        state.status = TaskStatus.CANCELLED
-        state.finished_at = now
-        task = TaskName(state.task_name)
-        if (
-            task is not TaskName.FINALIZE_RUN
-        ):  # the API runs finalize itself; no stage holds it
-            await outbox.enqueue(session, _cancel_command(run, task))
-        timeline(
-            session,
-            run,
-            "task_cancelled",
-            task=task,
-            attempt=run.attempt,
-            reason="cancel requested",
-        )
-    run.status = RunStatus.CANCELLED
-    run.finished_at = now
-    await announce_status(session, run)
-    return run
-
-
-def _cancel_command(run: Run, task: TaskName) -> CancelTask:
-    return new_message(
-        CancelTask,
-        run_id=run.id,
-        task=task,
-        attempt=run.attempt,
-        repository=run.repository,
-        feature_key=run.feature_key,
-        shard=shard_of(run) if task is TaskName.SUBMIT_CODEX_JOB else None,
-    )
 
 
 async def get_run(

@@ -7,16 +7,17 @@ handlers publish it. Nothing here imports FastStream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 from loguru import logger
 
+from services.preflight import verdicts
 from services.preflight.discovery import Discovery, DiscoveryError, discover
 from services.preflight.github import GithubUnavailable, check_github
-from services.preflight.probe import ProbeCache, ProbeResult
+from services.preflight.probe import ProbeCache
 from shared import artifacts
 from shared.git import GitError, Remote, remote_for, run_git
 from shared.internal_api import InternalApiError, SecretSource
@@ -24,7 +25,6 @@ from shared.messages import (
     STARTED_AFTER,
     ArtifactRef,
     CodexPreflight,
-    CodexShard,
     CodexVolumeChecked,
     DiscoveredTask,
     DiscoverNextPhase,
@@ -32,8 +32,6 @@ from shared.messages import (
     PreflightSummary,
     PublishMode,
     TaskError,
-    TaskName,
-    new_message,
 )
 
 
@@ -162,99 +160,6 @@ def _summary(found: Discovery) -> DiscoverySummary:
     )
 
 
-def volume_verdict(
-    cmd: Any, shard: CodexShard, result: ProbeResult
-) -> CodexVolumeChecked:
-    status = (
-        "ready"
-        if result.logged_in
-        else "needs_auth"
-        if result.state in ("logged_out", "volume_missing")
-        else "error"
-    )
-    return new_message(
-        CodexVolumeChecked,
-        run_id=cmd.run_id,
-        task=TaskName.CODEX_PREFLIGHT,
-        attempt=cmd.attempt,
-        shard=shard,
-        status=status,
-        state=result.state,
-        exit_code=result.exit_code,
-        output=result.output,
-        checked_at=datetime.fromtimestamp(result.checked_at, UTC),
-    )
-
-
-def reauth_hint(volume: str, image: str) -> str:
-    return (
-        f"log the volume in once: `docker run --rm -it -v {volume}:/home/app/.codex "
-        f'{image} codex login` (ChatGPT), or `echo "$OPENAI_API_KEY" | docker run '
-        f"--rm -i -v {volume}:/home/app/.codex {image} codex login --with-api-key`; "
-        "or store an OpenAI key for API-key mode: PUT /api/me/credentials/openai"
-    )
-
-
-def codex_status(
-    result: ProbeResult, has_openai_key: bool, volume: str, image: str
-) -> tuple[str, TaskError | None, str]:
-    """(audit status, error or None, finding) for a probe verdict."""
-    if result.logged_in:
-        return "valid", None, f"{volume}: logged in ({result.state})"
-    if result.state in ("logged_out", "volume_missing") and has_openai_key:
-        note = f"{volume}: not logged in; API-key mode with the user's OpenAI key"
-        return "valid", None, note
-    if result.state == "volume_missing":
-        return (
-            "missing",
-            _fail(
-                "codex_volume_missing",
-                f"auth volume {volume} does not exist; create it and "
-                + reauth_hint(volume, image),
-            ),
-            f"{volume}: no such volume",
-        )
-    if result.state == "logged_out":
-        return (
-            "missing",
-            _fail(
-                "codex_login_missing",
-                f"Codex is not logged in on {volume}: " + reauth_hint(volume, image),
-            ),
-            f"{volume}: not logged in",
-        )
-    if result.state == "image_missing":
-        return (
-            "invalid",
-            _fail(
-                "codex_image_missing",
-                f"the Codex image {image} is not on the container host; "
-                "build or load it (CODEX_IMAGE)",
-            ),
-            f"image {image} missing",
-        )
-    if result.state in ("timeout", "engine_unavailable"):
-        return (
-            "invalid",
-            _fail(
-                "codex_probe_unavailable",
-                f"the login probe could not run ({result.state}: "
-                f"{result.output}); check DOCKER_HOST",
-                retryable=True,
-            ),
-            (f"{volume}: probe {result.state}"),
-        )
-    return (
-        "invalid",
-        _fail(
-            "codex_auth_invalid",
-            f"{volume} holds an unusable Codex login ({result.output}): "
-            + reauth_hint(volume, image),
-        ),
-        f"{volume}: login unusable",
-    )
-
-
 async def run_preflight(cmd: CodexPreflight, deps: Deps) -> Outcome:
     try:
         keys = await deps.internal_api.secrets(cmd.run_id, ["github", "openai"])
@@ -262,7 +167,7 @@ async def run_preflight(cmd: CodexPreflight, deps: Deps) -> Outcome:
         return Outcome(error=_fail(exc.code, str(exc), retryable=exc.retryable))
     volume = cmd.shard.codex_volume
     result, cached = await deps.probes.get(volume)
-    codex, codex_error, codex_note = codex_status(
+    codex, codex_error, codex_note = verdicts.codex_status(
         result, "openai" in keys, volume, deps.codex_image
     )
     # API-key mode passes a volume that is not logged in: verdict follows status.
@@ -294,7 +199,7 @@ async def run_preflight(cmd: CodexPreflight, deps: Deps) -> Outcome:
         summary=summary,
         error=codex_error or github_error,
         artifacts=[record],
-        volume=volume_verdict(cmd, cmd.shard, result) if not cached else None,
+        volume=verdicts.volume_verdict(cmd, cmd.shard, result) if not cached else None,
     )
 
 

@@ -15,7 +15,7 @@ from faststream import Depends
 from faststream.rabbit import RabbitRouter
 from loguru import logger
 
-from services.preflight import checks
+from services.preflight import checks, verdicts
 from services.preflight.checks import Deps, Outcome
 from shared import stub
 from shared.messages import (
@@ -106,7 +106,7 @@ async def on_probe_codex_volume(cmd: ProbeCodexVolume, deps: DepsDep) -> None:
     with logger.contextualize(run_id=str(cmd.run_id), codex_volume=volume):
         result, cached = await deps.probes.get(volume, refresh=cmd.force_refresh)
         logger.info("Codex volume {} probed on request: {}", volume, result.state)
-        await volume_checked.publish(checks.volume_verdict(cmd, cmd.shard, result))
+        await volume_checked.publish(verdicts.volume_verdict(cmd, cmd.shard, result))
         del cached
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import direct, runrows
+from services.api import direct, runlock, runrows, taskmoves
 from services.api.db import Database
 from services.api.dispatch import timeline
 from services.api.lifecycle import TASK_ALLOWED_FROM, TaskStatus
@@ -35,21 +35,21 @@ async def test_a_direct_statement_first_still_rolls_back(database: Database) -> 
 
     async def fail_after_insert(session: AsyncSession) -> None:
         async with session.begin():
-            assert await runrows.first_delivery(session, first)
+            assert await runlock.first_delivery(session, first)
             raise Boom
 
     async with database.new_session() as session:
         with pytest.raises(Boom):
             await fail_after_insert(session)
         async with session.begin():  # the same session, a new transaction
-            assert await runrows.first_delivery(session, second)
+            assert await runlock.first_delivery(session, second)
             await session.rollback()
     assert not await inbox_has(database, first)
     assert not await inbox_has(database, second)
 
     async with database.new_session() as session, session.begin():
-        assert await runrows.first_delivery(session, first)
-        assert not await runrows.first_delivery(session, first)  # a duplicate
+        assert await runlock.first_delivery(session, first)
+        assert not await runlock.first_delivery(session, first)  # a duplicate
     assert await inbox_has(database, first)
 
 
@@ -110,7 +110,7 @@ async def test_move_task_is_guarded(database: Database) -> None:
     now = datetime.now(UTC)
     running = sorted(TASK_ALLOWED_FROM[TaskStatus.RUNNING])
     async with database.new_session() as session, session.begin():
-        assert await direct.move_task(
+        assert await taskmoves.move_task(
             session,
             run_id,
             "discover_next_phase",
@@ -120,7 +120,7 @@ async def test_move_task_is_guarded(database: Database) -> None:
             {"started_at": now, "summary": {"k": [1, 2]}},
         )
         # running -> running is no edge: nothing changes
-        assert not await direct.move_task(
+        assert not await taskmoves.move_task(
             session,
             run_id,
             "discover_next_phase",
@@ -130,7 +130,7 @@ async def test_move_task_is_guarded(database: Database) -> None:
             {"started_at": datetime.now(UTC)},
         )
         with pytest.raises(ValueError, match="not a task column"):
-            await direct.move_task(
+            await taskmoves.move_task(
                 session, run_id, "discover_next_phase", 1, "running", running, {"x": 1}
             )
     async with database.new_session() as session:
@@ -160,8 +160,8 @@ async def locked_elsewhere(database: Database, run_id: uuid.UUID) -> bool:
 async def test_first_delivery_locks_and_loads_the_run(database: Database) -> None:
     run_id = await new_run(database)
     async with database.new_session() as session, session.begin():
-        assert await runrows.first_delivery(session, uuid.uuid4(), lock=run_id)
-        held = runrows.holds_lock(session, run_id)
+        assert await runlock.first_delivery(session, uuid.uuid4(), lock=run_id)
+        held = runlock.holds_lock(session, run_id)
         assert held is not None
         assert held.status == "pending"
         assert held.repository == "acme/direct"
@@ -177,13 +177,13 @@ async def test_first_delivery_of_a_duplicate_or_an_unknown_run(
 ) -> None:
     run_id, message_id, unknown = await new_run(database), uuid.uuid4(), uuid.uuid4()
     async with database.new_session() as session, session.begin():
-        assert await runrows.first_delivery(session, message_id, lock=run_id)
+        assert await runlock.first_delivery(session, message_id, lock=run_id)
     async with database.new_session() as session, session.begin():
-        assert not await runrows.first_delivery(session, message_id, lock=run_id)
-        assert runrows.holds_lock(session, run_id) is not None  # locked all the same
+        assert not await runlock.first_delivery(session, message_id, lock=run_id)
+        assert runlock.holds_lock(session, run_id) is not None  # locked all the same
     async with database.new_session() as session, session.begin():
-        assert await runrows.first_delivery(session, uuid.uuid4(), lock=unknown)
-        assert runrows.holds_lock(session, unknown) is None
+        assert await runlock.first_delivery(session, uuid.uuid4(), lock=unknown)
+        assert runlock.holds_lock(session, unknown) is None
         assert await lock_run(session, unknown) is None
 
 
@@ -194,8 +194,8 @@ async def test_a_lock_ends_with_its_transaction(database: Database) -> None:
 
     async def change_then_fail(session: AsyncSession) -> None:
         async with session.begin():
-            assert await runrows.first_delivery(session, uuid.uuid4(), lock=run_id)
-            run = runrows.holds_lock(session, run_id)
+            assert await runlock.first_delivery(session, uuid.uuid4(), lock=run_id)
+            run = runlock.holds_lock(session, run_id)
             assert run is not None
             run.status = "running"
             raise Boom
@@ -204,12 +204,12 @@ async def test_a_lock_ends_with_its_transaction(database: Database) -> None:
         with pytest.raises(Boom):
             await change_then_fail(session)
         async with session.begin():
-            assert runrows.holds_lock(session, run_id) is None
-            assert await runrows.first_delivery(session, uuid.uuid4(), lock=run_id)
+            assert runlock.holds_lock(session, run_id) is None
+            assert await runlock.first_delivery(session, uuid.uuid4(), lock=run_id)
             again = await lock_run(session, run_id)
             assert again is not None
             assert again.status == "pending"  # reloaded: the change was rolled back
-            assert runrows.holds_lock(session, run_id) is again
+            assert runlock.holds_lock(session, run_id) is again
             assert await locked_elsewhere(database, run_id)
 
 
@@ -274,7 +274,7 @@ async def test_a_move_known_to_be_allowed_goes_with_the_flush(
     run_id = await new_run(database)
     task = ("discover_next_phase", 1)
     async with database.new_session() as session, session.begin():
-        assert await runrows.first_delivery(
+        assert await runlock.first_delivery(
             session, uuid.uuid4(), lock=run_id, task=task
         )
         run = await lock_run(session, run_id)  # held: no statement
@@ -282,14 +282,14 @@ async def test_a_move_known_to_be_allowed_goes_with_the_flush(
         mid = await direct.connection(session)
         running = sorted(TASK_ALLOWED_FROM[TaskStatus.RUNNING])
         done = sorted(TASK_ALLOWED_FROM[TaskStatus.SUCCEEDED])
-        assert await direct.move_task(
+        assert await taskmoves.move_task(
             session, run_id, *task, TaskStatus.RUNNING, running, {"heartbeat_at": None}
         )
         # decided from what the transaction knows: running -> running is no edge
-        assert not await direct.move_task(
+        assert not await taskmoves.move_task(
             session, run_id, *task, TaskStatus.RUNNING, running, {}
         )
-        assert await direct.move_task(
+        assert await taskmoves.move_task(
             session, run_id, *task, TaskStatus.SUCCEEDED, done, {"summary": {"n": 1}}
         )
         assert (
@@ -310,23 +310,23 @@ async def test_a_stale_status_fails_the_flush_for_a_retry(database: Database) ->
     run_id = await new_run(database)
     task = ("discover_next_phase", 1)
     async with database.new_session() as session, session.begin():
-        await direct.move_task(
+        await taskmoves.move_task(
             session, run_id, *task, TaskStatus.FAILED, ["queued"], {}
         )
 
     async def stale_event(session: AsyncSession) -> None:
         async with session.begin():
-            assert await runrows.first_delivery(
+            assert await runlock.first_delivery(
                 session, uuid.uuid4(), lock=run_id, task=task
             )
-            direct.know_status(session, (run_id, *task), "queued")  # stale
-            assert await direct.move_task(
+            taskmoves.know_status(session, (run_id, *task), "queued")  # stale
+            assert await taskmoves.move_task(
                 session, run_id, *task, TaskStatus.RUNNING, ["queued"], {}
             )
             await runrows.flush(session)
 
     async with database.new_session() as session:
-        with pytest.raises(direct.StaleTaskStatus) as stale:
+        with pytest.raises(taskmoves.StaleTaskStatus) as stale:
             await stale_event(session)
     assert stale.value.sqlstate == "40001"
     assert await task_status(database, run_id) == "failed"
@@ -338,11 +338,11 @@ async def test_a_refusal_on_a_read_status_asks_the_database(database: Database) 
     run_id = await new_run(database)
     task = ("discover_next_phase", 1)
     async with database.new_session() as session, session.begin():
-        assert await runrows.first_delivery(
+        assert await runlock.first_delivery(
             session, uuid.uuid4(), lock=run_id, task=task
         )
-        direct.know_status(session, (run_id, *task), "succeeded")  # stale: queued
-        assert await direct.move_task(
+        taskmoves.know_status(session, (run_id, *task), "succeeded")  # stale: queued
+        assert await taskmoves.move_task(
             session, run_id, *task, TaskStatus.RUNNING, ["queued"], {}
         )
         await runrows.flush(session)

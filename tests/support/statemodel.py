@@ -25,7 +25,16 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import closing, guards, leases, runrows, runs, transitions
+from services.api import (
+    closing,
+    guards,
+    leases,
+    run_control,
+    runlock,
+    runrows,
+    runs,
+    transitions,
+)
 from services.api.db import Database
 from services.api.dead_letters import inbox_copy
 from services.api.errors import ActiveRunExists, RunNotCancellable, RunNotRetryable
@@ -535,7 +544,7 @@ async def deliver(session: AsyncSession, delivery: Delivery) -> guards.Outcome:
     reads the task's status, as `events._apply` does), the transition, the flush."""
     message = delivery.inbox_message
     task = (message.task, message.attempt)
-    if not await runrows.first_delivery(
+    if not await runlock.first_delivery(
         session, message.message_id, lock=message.run_id, task=task
     ):
         return guards.Outcome(False, "duplicate")
@@ -709,7 +718,7 @@ class Scenario:
             try:
                 # A savepoint stands in for the route's transaction, undone on error.
                 async with session.begin_nested():
-                    run = await runs.start_retry(
+                    run = await run_control.start_retry(
                         session, run_id, notes=None, owner=None
                     )
             except RunNotRetryable:
@@ -732,7 +741,7 @@ class Scenario:
         async def act(session: AsyncSession, before: Snapshot) -> tuple[bool, bool]:
             try:
                 async with session.begin_nested():
-                    await runs.cancel_run(session, run_id, owner=None)
+                    await run_control.cancel_run(session, run_id, owner=None)
             except RunNotCancellable:
                 assert before.status not in ACTIVE, before.describe()
                 return False, False
