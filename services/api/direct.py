@@ -155,6 +155,21 @@ async def insert_artifacts(
     )
 
 
+async def insert_audit(
+    session: AsyncSession, row: tuple[UUID, UUID, int, str, str, str | None]
+) -> None:
+    """(id, run_id, attempt, codex_status, github_status, notes): one credential
+    audit row, `checked_at` the transaction's time (the column's default). Written
+    now: an ORM object would make the commit run a unit-of-work flush for it alone."""
+    conn = await connection(session)
+    await conn.execute(
+        "INSERT INTO workflow_credential_audits "
+        "(id, run_id, attempt, codex_status, github_status, notes) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        *row,
+    )
+
+
 async def artifacts_of(session: AsyncSession, run_id: UUID) -> list[asyncpg.Record]:
     """The run's artifact rows (path, artifact_type, task_name, attempt), oldest
     first, as the transaction sees them."""

@@ -66,7 +66,8 @@ def attach(sessions: sessionmaker[Session]) -> None:
 async def flush(session: AsyncSession) -> None:
     """Write the transaction's new timeline entries and its run-row changes directly,
     leaving nothing of theirs to the unit of work; the commit's ORM flush writes
-    whatever else is pending (audit rows).
+    whatever else is pending (nothing, on the event path: credential audits are
+    written directly too).
 
     The run's changed columns (with `updated_at`, as the ORM's `onupdate` would) and
     the timeline entries go in one statement: an UPDATE and a multi-row INSERT.

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api import direct
 from services.api.closing import Closer, close
 from services.api.dispatch import (
     announce_status,
@@ -40,7 +41,7 @@ from services.api.lifecycle import (
     next_task,
     shard_for,
 )
-from services.api.models import CredentialAudit, Run, TaskState
+from services.api.models import Run, TaskState
 from services.api.runs import lock_run
 from shared.messages import (
     SUMMARY_TYPES,
@@ -185,7 +186,9 @@ async def _apply_summary(
     elif isinstance(summary, PreflightSummary):
         run.codex_preflight_status = "passed"
         run.codex_preflight_message = summary.codex_preflight_message
-        _audit(session, run, summary.codex_status, summary.github_status, summary.notes)
+        await _audit(
+            session, run, summary.codex_status, summary.github_status, summary.notes
+        )
     elif isinstance(summary, CodexSummary):
         run.codex_task_id = summary.codex_task_id
         run.codex_patch_path = summary.patch.path
@@ -212,7 +215,7 @@ async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
         if "codex_status" in audit or "github_status" in audit:
             findings = str(audit.get("notes") or event.error.message)
             codex = str(audit.get("codex_status", "unknown"))
-            _audit(
+            await _audit(
                 session,
                 run,
                 codex,
@@ -222,21 +225,14 @@ async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
     return outcome
 
 
-def _audit(
+async def _audit(
     session: AsyncSession, run: Run, codex: str, github: str, findings: str | None
 ) -> None:
     """One audit row per attempt: statuses as the stage reported them; the notes are
     the operator's notes for this attempt, then the stage's findings."""
     notes = "\n".join(part for part in (run.notes, findings) if part) or None
-    session.add(
-        CredentialAudit(
-            id=uuid4(),
-            run_id=run.id,
-            attempt=run.attempt,
-            codex_status=codex[:32],
-            github_status=github[:32],
-            notes=notes,
-        )
+    await direct.insert_audit(
+        session, (uuid4(), run.id, run.attempt, codex[:32], github[:32], notes)
     )
 
 
