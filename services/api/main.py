@@ -21,7 +21,6 @@ from sqlalchemy import text
 
 from services.api import (
     accounts,
-    artifact_routes,
     credential_routes,
     credentials,
     db,
@@ -31,7 +30,6 @@ from services.api import (
     log_routes,
     outbox,
     routes,
-    shard_routes,
 )
 from services.api.fastpath import FastPath
 from services.api.models import DEFAULT_USER_ID
@@ -154,8 +152,6 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.fast_path = fast_path
     for router in (
         routes.router,
-        artifact_routes.router,
-        shard_routes.router,
         credential_routes.me,
         internal_routes.internal,
         log_routes.logs,

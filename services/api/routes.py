@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from services.api import cursor, reads, run_control, runs
+from services.api import artifact_routes, cursor, reads, run_control, runs, shard_routes
 from services.api.db import DatabaseDep, SessionDep
 from services.api.deps import PrincipalDep, SettingsDep, get_principal
 from services.api.lifecycle import TERMINAL_RUN, RunStatus
@@ -207,3 +207,8 @@ async def run_events(
         ).all()
     items = [EventOut.model_validate(r) for r in rows]
     return EventList(items=items, last_seq=items[-1].seq if items else after)
+
+
+# Defined in their own modules, served under this router's prefix and caller check.
+router.include_router(artifact_routes.router)
+router.include_router(shard_routes.router)
