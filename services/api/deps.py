@@ -51,8 +51,7 @@ async def get_principal(request: Request) -> Principal:
     token = _bearer(request)
     if token is None:
         raise Unauthorized("send Authorization: Bearer <token>")
-    async with get_database(request).new_session() as session, session.begin():
-        user_id = await accounts.authenticate(session, token)
+    user_id = await accounts.authenticate(get_database(request).engine, token)
     if user_id is None:
         raise Unauthorized("the token is unknown, revoked or expired")
     return Principal(user_id)

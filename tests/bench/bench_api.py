@@ -213,18 +213,26 @@ class Client:
     """One keep-alive HTTP/1.1 connection that sends GETs and reads whole answers
     (uvicorn always sends Content-Length for these)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        authorization: str | None,
+    ):
         self.reader, self.writer = reader, writer
+        self.head = "Host: bench\r\n" + (
+            f"Authorization: {authorization}\r\n" if authorization else ""
+        )
 
     @classmethod
-    async def open(cls, base_url: httpx.URL) -> Client:
+    async def open(cls, base_url: httpx.URL, authorization: str | None) -> Client:
         reader, writer = await asyncio.open_connection(base_url.host, base_url.port)
-        return cls(reader, writer)
+        return cls(reader, writer, authorization)
 
     async def get(self, path: str, params: dict[str, str]) -> int:
         """The status of GET `path?params`; the body is read and dropped."""
         target = f"{path}?{urlencode(params)}" if params else path
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        self.writer.write(f"GET {target} HTTP/1.1\r\n{self.head}\r\n".encode())
         head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
         start = head.find(b"\r\ncontent-length:")
         if start < 0:
@@ -249,7 +257,8 @@ async def measure(
     warmup: int = 0,
     cpu: Callable[[], Awaitable[dict[str, float]]] | None = None,
 ) -> Load:
-    """`requests` GETs from `concurrency` `Client`s at `client.base_url`, after
+    """`requests` GETs from `concurrency` `Client`s at `client.base_url` (with its
+    Authorization header, if any), after
     `warmup` uncounted ones from the same clients; `client` sends a few more first.
     `cpu`, if given, says each process's CPU seconds so far: the load reports what
     the counted requests used."""
@@ -270,7 +279,10 @@ async def measure(
 
     for path, params in todo[:5]:  # uncounted warm-up
         (await client.get(path, params=params)).raise_for_status()
-    connections = [await Client.open(client.base_url) for _ in range(concurrency)]
+    authorization = client.headers.get("authorization")
+    connections = [
+        await Client.open(client.base_url, authorization) for _ in range(concurrency)
+    ]
     try:
         # uncounted too: one answer on each connection, all at once, then `warmup`
         await asyncio.gather(*(c.get(*todo[-1]) for c in connections))

@@ -27,9 +27,12 @@ One invocation, everything side by side on private databases and vhosts
    and the list under BENCH_API_CONCURRENCY concurrent clients (and one, for
    reference), each endpoint's first round after BENCH_API_WARMUP uncounted requests.
 
+The API runs with AUTH_MODE=BENCH_AUTH_MODE (default token, as in production: every
+request carries a bearer token of the default user; `disabled` skips the check).
+
 The report goes to stdout and replaces the `## bench` section of docs/benchmarks.md.
-Nothing is gated on absolute times. The full default run takes about 10-15 minutes on
-2 cores (ours does the 2,000-run burst at single-digit runs/s); shrink it with e.g.
+Nothing is gated on absolute times. The full default run takes about 7-15 minutes on
+2 cores; shrink it with e.g.
 `BENCH_RUNS=200 BENCH_SEQUENTIAL=30 BENCH_API_RUNS=5000 BENCH_GET_RUNS=50`.
 """
 
@@ -59,7 +62,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from services.api import accounts
+from services.api.db import Database
 from services.api.migrate import prepare_database
+from services.api.models import DEFAULT_USER_ID, User
+from services.api.settings import AuthMode
 from tests.bench import bench_api, drivers
 from tests.bench.bench_codex import host_facts, write_section
 from tests.bench.breakdown import Counters, Hops, broker_counts, counters, hops
@@ -97,6 +104,9 @@ class BenchSettings(BaseSettings):
         os.cpu_count() or 2, ge=1, validation_alias="BENCH_CELERY_CONCURRENCY"
     )
     log_level: str = Field("WARNING", validation_alias="BENCH_LOG_LEVEL")
+    auth_mode: AuthMode = Field(AuthMode.TOKEN, validation_alias="BENCH_AUTH_MODE")
+    """The API's AUTH_MODE. token (as in production): every request carries a bearer
+    token of the default user, which the API checks against the database."""
     api_runs: int = Field(100_000, ge=0, validation_alias="BENCH_API_RUNS")
     api_requests: int = Field(600, ge=10, validation_alias="BENCH_API_REQUESTS")
     api_concurrency: int = Field(10, ge=1, validation_alias="BENCH_API_CONCURRENCY")
@@ -204,6 +214,7 @@ class Rig:
             "API_PORT": str(self.port),
             "API_URL": self.base_url,
             "LOG_LEVEL": self.settings.log_level,
+            "AUTH_MODE": self.settings.auth_mode.value,
             "LOG_JSON": "true",
             "SECRETS_KEY": self.secrets_key,
             "INTERNAL_API_TOKEN": self.token,
@@ -323,6 +334,23 @@ async def start_ours(rig: Rig, stack: AsyncExitStack) -> list[Service]:
 
     await wait_until("our stack", ready, services)
     return services
+
+
+async def bearer_headers(rig: Rig) -> dict[str, str]:
+    """Token mode: a bearer token of the default user (created by the API at
+    start-up), as `spec-workflow tokens create` issues it; disabled mode: none."""
+    if rig.settings.auth_mode is not AuthMode.TOKEN:
+        return {}
+    database = Database(rig.ours.database_url, pool_size=1)
+    try:
+        async with database.new_session() as session, session.begin():
+            user = await session.get(User, DEFAULT_USER_ID)
+            if user is None:
+                raise BenchError("the API did not create the default user")
+            issued = await accounts.issue_token(session, user, name="bench", ttl=None)
+    finally:
+        await database.dispose()
+    return {"Authorization": f"Bearer {issued.token}"}
 
 
 DRIVER = "driver (this process)"
@@ -571,7 +599,11 @@ async def read_cpu(
 
 
 async def api_reads(
-    report: Report, rig: Rig, api: Service, admin: asyncpg.Connection
+    report: Report,
+    rig: Rig,
+    api: Service,
+    admin: asyncpg.Connection,
+    headers: dict[str, str],
 ) -> None:
     settings = report.settings
     database = make_url(rig.ours.database_url).database
@@ -588,7 +620,7 @@ async def api_reads(
         max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0
     )
     async with httpx.AsyncClient(
-        base_url=rig.base_url, timeout=30.0, limits=limits
+        base_url=rig.base_url, timeout=30.0, limits=limits, headers=headers
     ) as client:
         levels = [(1, 1), (settings.api_concurrency, settings.api_rounds)]
         for concurrency, rounds in levels:
@@ -692,7 +724,8 @@ async def bench(settings: BenchSettings) -> Report:
         from tests.bench import celery_chain  # the bench extra: imported only here
 
         celery_chain.configure(celery_infra.rabbitmq_url, celery_infra.database_url)
-        ours = drivers.Ours(rig.base_url, ours_infra.rabbitmq_url)
+        headers = await bearer_headers(rig)
+        ours = drivers.Ours(rig.base_url, ours_infra.rabbitmq_url, headers)
         await ours.open()
         stack.push_async_callback(ours.close)
         chain = drivers.CeleryChain(
@@ -720,7 +753,7 @@ async def bench(settings: BenchSettings) -> Report:
         ours_services[2].stop()  # the responders: the real stages come up instead
         say("idle memory of the real stage services")
         await stage_workers_idle(report, rig)
-        await api_reads(report, rig, ours_services[0], admin)
+        await api_reads(report, rig, ours_services[0], admin, headers)
         report.load_after = os.getloadavg()
     return report
 

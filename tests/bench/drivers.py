@@ -81,8 +81,11 @@ async def outcome(future: asyncio.Future[str], run_id: str) -> None:
 class Ours:
     """Our stack as a client sees it: the HTTP API and the run events."""
 
-    def __init__(self, base_url: str, rabbitmq_url: str) -> None:
+    def __init__(
+        self, base_url: str, rabbitmq_url: str, headers: dict[str, str]
+    ) -> None:
         self.base_url, self.rabbitmq_url = base_url, rabbitmq_url
+        self.headers = headers  # the bearer token, in token mode
         self.waiters = Waiters()
         self.timings: dict[str, Timing] = {}
         self.record = False
@@ -90,6 +93,7 @@ class Ours:
     async def open(self) -> None:
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
+            headers=self.headers,
             timeout=RUN_TIMEOUT,
             # Idle connections expire here before uvicorn's 5 s keep-alive timeout
             # closes them: with httpx's own 5 s default a burst starting about 5 s

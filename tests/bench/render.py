@@ -49,6 +49,7 @@ def _settings_line(report: Report) -> str:
         "BENCH_GET_RUNS": s.get_runs,
         "BENCH_CELERY_CONCURRENCY": s.celery_concurrency,
         "BENCH_LOG_LEVEL": s.log_level,
+        "BENCH_AUTH_MODE": s.auth_mode.value,
         "BENCH_API_RUNS": s.api_runs,
         "BENCH_API_REQUESTS": s.api_requests,
         "BENCH_API_CONCURRENCY": s.api_concurrency,
@@ -103,6 +104,15 @@ def _what(report: Report) -> list[str]:
         "throughout; the idle one costs almost nothing (our relay polls once a "
         f"second). Every process logs at {s.log_level} (ours: JSON to a file; "
         "Celery: `--loglevel=WARNING`).",
+        f"- **Auth**: the API runs with AUTH_MODE={s.auth_mode.value}"
+        + (
+            " (as in production): every request of the driver, the POSTs of the "
+            "runs and the reads below, carries a bearer token of the default user, "
+            "which the API looks up in `api_tokens` per request. The Celery chain "
+            "has no API and no such check."
+            if s.auth_mode.value == "token"
+            else " (BENCH_AUTH_MODE): requests carry no token and are not checked."
+        ),
         "- Everything shares the 2 cores: broker, Postgres, the processes under "
         "test and the driver (httpx, aio-pika, asyncpg, kombu in this process).",
     ]

@@ -92,8 +92,7 @@ def env(base_env: dict[str, str], settings: Settings) -> dict[str, str]:
 
 
 async def authenticate(database: Database, token: str) -> UUID | None:
-    async with database.new_session() as session, session.begin():
-        return await accounts.authenticate(session, token)
+    return await accounts.authenticate(database.engine, token)
 
 
 async def new_user(env: dict[str, str]) -> tuple[UUID, str]:
@@ -191,6 +190,54 @@ async def test_expired_and_never_expiring_tokens(
     bearer = {"Authorization": f"Bearer {short}"}
     assert (await token_api.get(CREDENTIALS, headers=bearer)).status_code == 401
     assert await authenticate(database, forever) == user_id
+
+
+async def last_used(database: Database, token_id: UUID) -> datetime | None:
+    async with database.new_session() as session:
+        row = await session.get(ApiToken, token_id)
+        assert row is not None
+        return row.last_used_at
+
+
+async def set_last_used(database: Database, token_id: UUID, when: datetime) -> None:
+    async with database.new_session() as session, session.begin():
+        row = await session.get(ApiToken, token_id)
+        assert row is not None
+        row.last_used_at = when
+
+
+async def test_last_use_is_recorded_at_most_once_a_minute(
+    env: dict[str, str], database: Database
+) -> None:
+    user_id, email = await new_user(env)
+    token, token_id, _ = await new_token(env, "--user", email)
+    assert await last_used(database, token_id) is None
+
+    before = datetime.now(UTC)
+    assert await authenticate(database, token) == user_id
+    first = await last_used(database, token_id)
+    assert first is not None
+    assert first >= before
+
+    # Used again within TOUCH_EVERY: no write.
+    assert await authenticate(database, token) == user_id
+    assert await last_used(database, token_id) == first
+
+    stale = datetime.now(UTC) - accounts.TOUCH_EVERY - timedelta(seconds=5)
+    await set_last_used(database, token_id, stale)
+    assert await authenticate(database, token) == user_id
+    touched = await last_used(database, token_id)
+    assert touched is not None
+    assert touched > stale + accounts.TOUCH_EVERY
+
+    # A revoked token is refused and its last use is left as it was.
+    await set_last_used(database, token_id, stale)
+    assert (await run_cli(env, "tokens", "revoke", str(token_id))).code == 0
+    assert await authenticate(database, token) is None
+    assert await last_used(database, token_id) == stale
+    # Unknown and malformed tokens: refused, nothing else touched.
+    assert await authenticate(database, accounts.new_token()) is None
+    assert await authenticate(database, "not-a-token") is None
 
 
 async def test_default_lifetime_comes_from_the_environment(
