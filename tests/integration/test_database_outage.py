@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api import accounts
 from services.api.db import Database, database_dep, get_session
+from services.api.main import create_app
 from services.api.settings import Settings
 from tests.support.api import RUNS
 
@@ -96,3 +98,24 @@ async def test_a_pool_that_stays_busy_is_a_503(
     assert response.status_code == 503, response.text
     assert response.json()["detail"]["code"] == "database_unavailable"
     await busy_database.dispose()
+
+
+async def test_token_check_during_an_outage_is_a_503(token_settings: Settings) -> None:
+    """Token mode looks the bearer token up before anything else: with no database
+    that lookup is answered 503, not 500 or 401."""
+    dead = token_settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"}
+    )
+    app = create_app(dead)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://dead"
+        ) as client:
+            response = await client.get(
+                RUNS, headers={"Authorization": f"Bearer {accounts.new_token()}"}
+            )
+    finally:
+        await app._application.state.database.dispose()
+
+    assert response.status_code == 503, response.text
+    assert response.json()["detail"]["code"] == "database_unavailable"
