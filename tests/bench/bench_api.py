@@ -6,9 +6,8 @@ rows a real run leaves, then `VACUUM ANALYZE`. `measure` sends requests to the r
 API process over HTTP (uvicorn, loopback) from `concurrency` clients at once, each
 client's next request as soon as its last one is answered.
 
-The clients are plain keep-alive HTTP/1.1 connections (`Client`), not httpx: the load
-generator shares the 2 cores with what it measures, and httpx spent about 3 ms of CPU
-per request there, more than the API itself after its read path was made cheap.
+The clients are plain keep-alive HTTP/1.1 connections (`rawhttp.Connection`), not
+httpx (see `rawhttp`).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 from services.api import cursor, reads
 from services.api.models import DEFAULT_USER_ID
 from services.api.runs import ListFilter
+from tests.bench.rawhttp import BadAnswer, Connection
 from tests.bench.stats import Latency
 
 RUNS = "/api/workflows/speckit/runs"
@@ -205,45 +205,11 @@ class Load:
         return len(self.ms) / self.seconds
 
 
-class BadAnswer(RuntimeError):
-    """The API answered a read with an error."""
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection that sends GETs and reads whole answers
-    (uvicorn always sends Content-Length for these)."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        authorization: str | None,
-    ):
-        self.reader, self.writer = reader, writer
-        self.head = "Host: bench\r\n" + (
-            f"Authorization: {authorization}\r\n" if authorization else ""
-        )
-
-    @classmethod
-    async def open(cls, base_url: httpx.URL, authorization: str | None) -> Client:
-        reader, writer = await asyncio.open_connection(base_url.host, base_url.port)
-        return cls(reader, writer, authorization)
-
-    async def get(self, path: str, params: dict[str, str]) -> int:
-        """The status of GET `path?params`; the body is read and dropped."""
-        target = f"{path}?{urlencode(params)}" if params else path
-        self.writer.write(f"GET {target} HTTP/1.1\r\n{self.head}\r\n".encode())
-        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
-        start = head.find(b"\r\ncontent-length:")
-        if start < 0:
-            raise BadAnswer(f"GET {target}: no Content-Length in {head[:200]!r}")
-        start += len(b"\r\ncontent-length:")
-        await self.reader.readexactly(int(head[start : head.index(b"\r\n", start)]))
-        return int(head[9:12])
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
+async def get(connection: Connection, path: str, params: dict[str, str]) -> int:
+    """The status of GET `path?params`; the body is read and dropped."""
+    target = f"{path}?{urlencode(params)}" if params else path
+    status, _ = await connection.request("GET", target)
+    return status
 
 
 async def measure(
@@ -257,7 +223,7 @@ async def measure(
     warmup: int = 0,
     cpu: Callable[[], Awaitable[dict[str, float]]] | None = None,
 ) -> Load:
-    """`requests` GETs from `concurrency` `Client`s at `client.base_url` (with its
+    """`requests` GETs from `concurrency` connections at `client.base_url` (with its
     Authorization header, if any), after
     `warmup` uncounted ones from the same clients; `client` sends a few more first.
     `cpu`, if given, says each process's CPU seconds so far: the load reports what
@@ -267,12 +233,12 @@ async def measure(
     todo = [make(rng) for _ in range(requests)]
 
     async def client_loop(
-        connection: Client, todo: list[Target], ms: list[float]
+        connection: Connection, todo: list[Target], ms: list[float]
     ) -> None:
         while todo:
             path, params = todo.pop()
             started = time.perf_counter()
-            status = await connection.get(path, params)
+            status = await get(connection, path, params)
             ms.append((time.perf_counter() - started) * 1000)
             if status != 200:
                 raise BadAnswer(f"{name}: {status}")
@@ -281,11 +247,12 @@ async def measure(
         (await client.get(path, params=params)).raise_for_status()
     authorization = client.headers.get("authorization")
     connections = [
-        await Client.open(client.base_url, authorization) for _ in range(concurrency)
+        await Connection.open(client.base_url, authorization)
+        for _ in range(concurrency)
     ]
     try:
         # uncounted too: one answer on each connection, all at once, then `warmup`
-        await asyncio.gather(*(c.get(*todo[-1]) for c in connections))
+        await asyncio.gather(*(get(c, *todo[-1]) for c in connections))
         warm = [make(rng) for _ in range(warmup)]
         await asyncio.gather(*(client_loop(c, warm, []) for c in connections))
         before = await cpu() if cpu else {}

@@ -67,7 +67,7 @@ from services.api.db import Database
 from services.api.migrate import prepare_database
 from services.api.models import DEFAULT_USER_ID, User
 from services.api.settings import AuthMode
-from tests.bench import bench_api, drivers
+from tests.bench import bench_api, drivers, rawhttp
 from tests.bench.bench_codex import host_facts, write_section
 from tests.bench.breakdown import Counters, Hops, broker_counts, counters, hops
 from tests.bench.procs import Service, cpu_seconds, pids_named
@@ -616,7 +616,7 @@ async def api_reads(
     finally:
         await connection.close()
     report.plans = await bench_api.list_plans(rig.ours.database_url)
-    limits = httpx.Limits(  # keepalive_expiry: see drivers.Driver.open
+    limits = httpx.Limits(  # keepalive_expiry: see rawhttp.IDLE_EXPIRY
         max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0
     )
     async with httpx.AsyncClient(
@@ -769,7 +769,7 @@ def main() -> int:
 
     try:
         report = asyncio.run(run())
-    except (BenchError, drivers.RunFailed, bench_api.BadAnswer) as exc:
+    except (BenchError, drivers.RunFailed, rawhttp.BadAnswer) as exc:
         say(f"failed: {exc}")
         return 1
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -3,7 +3,8 @@
 Each `one(key)` submits one run and returns its latency (ms) from just before the
 submission until the run's completion signal reaches the driver:
 
-- ours: `POST /api/workflows/speckit/runs` to the real API process; done when
+- ours: `POST /api/workflows/speckit/runs` to the real API process (over
+  `rawhttp`'s keep-alive connections, as lean as Celery's kombu); done when
   `evt.run.succeeded` (the run event the finalize transaction puts in the outbox, as
   the relay publishes it) reaches an exclusive queue bound to `evt.run.*` outcomes;
 - Celery: INSERT of the run row, then `chain(...).apply_async()`; done when
@@ -25,8 +26,9 @@ from uuid import uuid4
 
 import aio_pika
 import asyncpg
-import httpx
 from aio_pika.abc import AbstractIncomingMessage
+
+from tests.bench import rawhttp
 
 RUN_TIMEOUT = 120.0
 RUNS_PATH = "/api/workflows/speckit/runs"
@@ -91,18 +93,7 @@ class Ours:
         self.record = False
 
     async def open(self) -> None:
-        self.http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=self.headers,
-            timeout=RUN_TIMEOUT,
-            # Idle connections expire here before uvicorn's 5 s keep-alive timeout
-            # closes them: with httpx's own 5 s default a burst starting about 5 s
-            # after the last request could reuse one the server was closing
-            # (httpx.ReadError).
-            limits=httpx.Limits(
-                max_connections=200, max_keepalive_connections=200, keepalive_expiry=2.0
-            ),
-        )
+        self.http = rawhttp.Pool(self.base_url, self.headers.get("Authorization"))
         self.connection = await aio_pika.connect_robust(self.rabbitmq_url)
         channel = await self.connection.channel()
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -111,7 +102,7 @@ class Ours:
         await queue.consume(self._on_event, no_ack=True)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.http.close()
         await self.connection.close()
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
@@ -120,13 +111,15 @@ class Ours:
 
     async def one(self, key: str) -> float:
         started, wall = time.perf_counter(), time.time()
-        response = await self.http.post(
-            RUNS_PATH, json={"repository": "acme/shop", "featureKey": key}
+        status, body = await self.http.request(
+            "POST",
+            RUNS_PATH,
+            json.dumps({"repository": "acme/shop", "featureKey": key}).encode(),
         )
         posted = time.time()
-        if response.status_code != 202:
-            raise RunFailed(f"POST {RUNS_PATH}: {response.status_code}")
-        run_id = str(response.json()["id"])
+        if status != 202:
+            raise RunFailed(f"POST {RUNS_PATH}: {status} {body[:300]!r}")
+        run_id = str(json.loads(body)["id"])
         await outcome(self.waiters.expect(run_id), run_id)
         elapsed = (time.perf_counter() - started) * 1000
         if self.record:

@@ -114,7 +114,8 @@ def _what(report: Report) -> list[str]:
             else " (BENCH_AUTH_MODE): requests carry no token and are not checked."
         ),
         "- Everything shares the 2 cores: broker, Postgres, the processes under "
-        "test and the driver (httpx, aio-pika, asyncpg, kombu in this process).",
+        "test and the driver (`tests/bench/rawhttp.py`'s keep-alive HTTP/1.1, "
+        "aio-pika, asyncpg, kombu in this process).",
     ]
 
 
