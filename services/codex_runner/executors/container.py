@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import aiodocker
 from aiodocker.exceptions import DockerError
-from loguru import logger
 
 from services.codex_runner.agent import (
     CONTAINER_AGENT_HOME,
@@ -28,6 +27,14 @@ from services.codex_runner.agent import (
     ExecResult,
     ExecutorError,
     OnLine,
+)
+from services.codex_runner.executors.engine import (
+    engine_error,
+    find,
+    is_running,
+    kill,
+    remove,
+    stop_following,
 )
 from services.codex_runner.executors.streaming import (
     LAST_MESSAGE,
@@ -40,7 +47,6 @@ from services.codex_runner.executors.streaming import (
 
 APP_UID = APP_GID = 1000
 """The agent's user in the container; the workspace and output dir must be its own."""
-ENGINE_DOWN = 900  # aiodocker's status for "cannot connect to the engine"
 
 
 def claim_for_agent(
@@ -61,20 +67,6 @@ def claim_for_agent(
                 st = os.lstat(entry)
                 if (st.st_uid, st.st_gid) != (uid, gid):
                     os.lchown(entry, uid, gid)
-
-
-def engine_error(exc: DockerError, doing: str) -> ExecutorError:
-    if exc.status == ENGINE_DOWN:
-        return ExecutorError(
-            "executor_unavailable",
-            f"container engine unreachable while {doing}: {exc.message}",
-            retryable=True,
-        )
-    return ExecutorError(
-        "executor_failed",
-        f"container engine error while {doing}: {exc.status} {exc.message}",
-        retryable=True,
-    )
 
 
 class DockerExecutor:
@@ -263,48 +255,3 @@ class DockerExecutor:
         except DockerError as exc:
             raise engine_error(exc, "removing leftover containers") from exc
         return len(found)
-
-
-async def find(docker: aiodocker.Docker, labels: Mapping[str, str]) -> list[Any]:
-    filters = {"label": [f"{name}={value}" for name, value in labels.items()]}
-    containers: list[Any] = await docker.containers.list(all=True, filters=filters)
-    return containers
-
-
-def is_running(listed: Any) -> bool:
-    """From a `containers.list` entry (its `State` is a string there)."""
-    try:
-        return bool(listed["State"] == "running")
-    except KeyError:
-        return False
-
-
-async def kill(container: Any) -> None:
-    try:
-        await container.kill()
-    except DockerError as exc:
-        if exc.status not in (404, 409):  # it had already stopped or gone
-            raise
-
-
-async def stop_following(container: Any, follower: LineFollower) -> None:
-    """Kill before deleting: a log stream cut by a forced delete can end in an error
-    that leaves aiodocker's response (and its connection) unreleased."""
-    if not follower.eof:
-        with contextlib.suppress(DockerError):
-            await kill(container)
-    await follower.close()
-
-
-async def remove(container: Any) -> None:
-    """delete(force=True), then require show() to answer 404."""
-    with contextlib.suppress(DockerError):
-        await container.delete(force=True)
-    try:
-        await container.show()
-    except DockerError as exc:
-        if exc.status == 404:
-            return
-        logger.error("Container {} not verified gone: {}", container.id[:12], exc)
-        return
-    logger.error("Container {} still exists after delete", container.id[:12])
