@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 from uuid import UUID, uuid4
 
 from sqlalchemy import select, update
@@ -135,5 +136,4 @@ async def authenticate(bind: AsyncEngine, token: str) -> UUID | None:
     user_id, revoked_at, expires_at = rows[0]
     if revoked_at is not None or (expires_at is not None and expires_at <= now):
         return None
-    result: UUID = user_id
-    return result
+    return cast(UUID, user_id)

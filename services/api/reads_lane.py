@@ -1,5 +1,6 @@
-"""Connections for `reads`: one SELECT on asyncpg itself, and a lane that hands a
-finished read's connection to the next read.
+"""Connections for `reads` and the bearer-token check (`accounts.authenticate`): one
+statement on asyncpg itself, and a lane that hands a finished read's connection to the
+next read.
 
 A checkout from the engine's pool costs more than the read: the pool's bookkeeping and
 its events (`db._ping_when_idle`). Reads come in bursts, so a read leaves its
@@ -104,7 +105,9 @@ def lane(engine: Engine) -> Lane:
 
 async def fetch(bind: AsyncEngine, sql: str, *args: Any) -> Sequence[Any]:
     """The rows of `sql`, run by asyncpg on a connection of `bind`: one round trip, no
-    BEGIN (a single SELECT reads one snapshot anyway), and no session.
+    BEGIN (a single statement reads one snapshot anyway, and commits on its own), and
+    no session. A statement that writes must be safe to run twice: after a reused
+    connection breaks, it runs again on a fresh one.
 
     Errors become `DBAPIError`, as SQLAlchemy raises them: a lost connection is
     answered 503 like any other database outage.
