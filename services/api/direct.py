@@ -31,19 +31,29 @@ TASK_COLUMNS = frozenset(
 )
 
 
+_DRIVER = "direct.driver"
+
+
 async def connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection of the session's current transaction.
 
     SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: if
     ours came first it would run outside the transaction (autocommitted, surviving a
     rollback). So the adapter's transaction is started here when it has not been.
+    Kept for the rest of the transaction (`for_transaction`): finding it costs two
+    greenlet hops, and a transition asks for it once per statement.
     """
+    found: asyncpg.Connection | None = of_transaction(session.sync_session, _DRIVER)
+    if found is not None:
+        return found
     conn = await session.connection()
     raw = await conn.get_raw_connection()
     adapter: Any = raw.dbapi_connection
     if adapter._transaction is None and adapter.isolation_level != "autocommit":
         await adapter._start_transaction()
     driver: asyncpg.Connection = raw.driver_connection
+    if adapter._transaction is not None:  # autocommit: nothing to hold it to
+        session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
     return driver
 
 
