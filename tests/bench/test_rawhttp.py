@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -70,12 +71,22 @@ async def served() -> AsyncIterator[tuple[Server, str]]:
         yield server, f"http://127.0.0.1:{port}"
 
 
+@asynccontextmanager
+async def connected(
+    url: str, authorization: str | None
+) -> AsyncIterator[rawhttp.Connection]:
+    connection = await rawhttp.Connection.open(httpx.URL(url), authorization)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 async def test_get_and_post_on_one_kept_alive_connection(
     served: tuple[Server, str],
 ) -> None:
     server, url = served
-    connection = await rawhttp.Connection.open(httpx.URL(url), "Bearer sw_x")
-    try:
+    async with connected(url, "Bearer sw_x") as connection:
         status, body = await connection.request("GET", "/runs?limit=2")
         assert status == 200
         assert json.loads(body) == {
@@ -91,8 +102,6 @@ async def test_get_and_post_on_one_kept_alive_connection(
         answer = json.loads(body)
         assert answer["body"] == sent.decode()
         assert answer["type"] == "application/json"
-    finally:
-        await connection.close()
     assert server.connections == 1
 
 
@@ -100,11 +109,8 @@ async def test_no_authorization_header_without_a_token(
     served: tuple[Server, str],
 ) -> None:
     _, url = served
-    connection = await rawhttp.Connection.open(httpx.URL(url), None)
-    try:
+    async with connected(url, None) as connection:
         _, body = await connection.request("GET", "/")
-    finally:
-        await connection.close()
     assert json.loads(body)["authorization"] is None
 
 
@@ -112,12 +118,9 @@ async def test_an_answer_without_content_length_is_a_bad_answer(
     served: tuple[Server, str],
 ) -> None:
     _, url = served
-    connection = await rawhttp.Connection.open(httpx.URL(url), None)
-    try:
+    async with connected(url, None) as connection:
         with pytest.raises(rawhttp.BadAnswer, match="no Content-Length"):
             await connection.request("GET", "/bare")
-    finally:
-        await connection.close()
 
 
 async def test_pool_reuses_idle_connections_until_they_expire(
