@@ -172,24 +172,42 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
+def _conflict_delay(conflicts: int, max_delay: float) -> float:
+    """None before the first run again, then 10, 20, 40 ms ... up to `max_delay`."""
+    return 0.0 if conflicts == 1 else min(0.01 * 2 ** (conflicts - 2), max_delay)
+
+
 async def retry_while_unavailable(
     work: Callable[[], Awaitable[T]], *, max_delay: float = 10.0
 ) -> T:
     """Run `work` (one transaction) until Postgres answers.
 
-    An event is not poison because the database is down.
+    An event is not poison because the database is down. A serialization failure
+    or a deadlock is a conflict with another transaction, not an outage: the
+    transaction runs again at once, then after 10, 20, 40 ms ... if it keeps
+    conflicting.
     """
-    delay = 0.2
+    outage_delay = 0.2
+    conflicts = 0
     while True:
         try:
             return await work()
         except Exception as exc:
-            if not (is_unavailable(exc) or _sqlstate(exc) in _RETRY_SQLSTATES):
+            if _sqlstate(exc) in _RETRY_SQLSTATES:
+                conflicts += 1
+                logger.info(
+                    "Transaction conflict ({error}); running it again (conflict {n})",
+                    error=type(exc).__name__,
+                    n=conflicts,
+                )
+                await asyncio.sleep(_conflict_delay(conflicts, max_delay))
+                continue
+            if not is_unavailable(exc):
                 raise
             logger.warning(
                 "Database unavailable ({error}); retrying in {delay:.1f}s",
                 error=type(exc).__name__,
-                delay=delay,
+                delay=outage_delay,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+            await asyncio.sleep(outage_delay)
+            outage_delay = min(outage_delay * 2, max_delay)

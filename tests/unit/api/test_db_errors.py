@@ -9,7 +9,10 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from services.api import db
 from services.api.db import is_unavailable, retry_while_unavailable
+from services.api.taskmoves import StaleTaskStatus
+from tests.support.fakes import CapturedLogs
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,59 @@ async def test_an_asyncpg_deadlock_is_retried() -> None:
 
     assert await retry_while_unavailable(work) == "done"
     assert calls == 2
+
+
+async def test_a_conflict_runs_again_at_once_and_is_not_an_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A serialization failure (our own `StaleTaskStatus` or Postgres's) is run
+    again without the outage's 0.2 s wait, then with a short growing backoff."""
+    delays: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(db.asyncio, "sleep", sleep)
+    errors = [
+        StaleTaskStatus("moved meanwhile"),
+        asyncpg.exceptions.SerializationError("could not serialize access"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+    ]
+
+    async def work() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "done"
+
+    with CapturedLogs.capture() as logs:
+        assert await retry_while_unavailable(work) == "done"
+    assert delays == [0.0, 0.01, 0.02]
+    assert len(logs.matching("Transaction conflict")) == 3
+    assert not logs.matching("unavailable")
+
+
+async def test_an_outage_backs_off_from_200_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    monkeypatch.setattr(db.asyncio, "sleep", sleep)
+    outages = 3
+
+    async def work() -> str:
+        nonlocal outages
+        if outages:
+            outages -= 1
+            raise ConnectionResetError()
+        return "done"
+
+    with CapturedLogs.capture() as logs:
+        assert await retry_while_unavailable(work) == "done"
+    assert delays == [0.2, 0.4, 0.8]
+    assert len(logs.matching("Database unavailable")) == 3
 
 
 async def test_a_bug_is_not_retried() -> None:
