@@ -20,4 +20,17 @@ $FASTSTREAM docs gen --factory services.api.main:create_app --out "$OUT/api.json
 for service in preflight codex_runner publisher; do
     $FASTSTREAM docs gen "services.$service.main:app" --out "$OUT/$service.json" >/dev/null
 done
+# FastStream's channel order follows set iteration, which changes from run to run: sort every
+# key so that a regeneration only shows real changes.
+.venv/bin/python - "$OUT"/*.json <<'PY'
+import json
+import sys
+
+for path in sys.argv[1:]:
+    with open(path) as f:
+        document = json.load(f)
+    with open(path, "w") as f:
+        json.dump(document, f, indent=2, sort_keys=True)
+        f.write("\n")
+PY
 ls "$OUT"/*.json
