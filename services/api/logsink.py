@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import ColumnElement, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api.db import DatabaseDep, retry_while_unavailable
+from services.api.db import Database, retry_while_unavailable
 from services.api.models import LogRecord, Run
 from shared.metrics import get_metrics
 
@@ -121,8 +121,9 @@ async def store(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         await session.execute(insert(LogRecord), rows)
 
 
-async def on_log_records(body: str, database: DatabaseDep) -> None:
-    """Store a shipped batch; drops (and counts) what cannot be stored."""
+async def store_shipped(database: Database, body: str) -> None:
+    """Store a shipped batch; drops (and counts) what cannot be stored. The
+    `api.log_records` handler (`events.build_router`) binds the app's database."""
     rows, bad = parse(body.encode("latin-1"))
     metrics = get_metrics()
     if bad:

@@ -6,7 +6,7 @@ the real API app (`create_app`, its lifespan started, so its AMQP subscribers ru
 1. ingest: `BENCH_LOG_RECORDS` records shaped as `shared.logship.shape` writes them go
    through a real `LogShipper` (its buffer, batching and `broker_publisher`) on its own
    broker connection to `spec_workflow.logs`; the API's `api.log_records` subscriber
-   (`logsink.on_log_records`) inserts them into `log_records`. The clock runs from the
+   (`logsink.store_shipped`) inserts them into `log_records`. The clock runs from the
    first publish until `count(*)` reaches the total. Target >= 5,000 records/s.
 2. query: the table is bulk-loaded to `BENCH_LOG_ROWS` rows (`INSERT ... SELECT
    generate_series`) over `BENCH_LOG_RUNS` run ids with realistic `details`, then
@@ -344,7 +344,7 @@ def render(report: Report) -> str:
         "500-record batches grouped by `log.<service>.<level>`, `broker_publisher`: "
         "transient, 2 s limit) on its own connection to `spec_workflow.logs`; the "
         "API's "
-        "`api.log_records` subscriber (`logsink.on_log_records`: parse, validate, one "
+        "`api.log_records` subscriber (`logsink.store_shipped`: parse, validate, one "
         "insert per message) stores them. Clock: first publish until `count(*)` of "
         "`log_records` reaches the total.",
         "- **query**: the table topped up to the row count by `INSERT ... SELECT "

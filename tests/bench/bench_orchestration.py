@@ -96,7 +96,7 @@ class BenchSettings(BaseSettings):
     sequential: int = Field(300, ge=5, validation_alias="BENCH_SEQUENTIAL")
     rounds: int = Field(3, ge=1, validation_alias="BENCH_ROUNDS")
     """Latency rounds: BENCH_SEQUENTIAL runs per system are split over them."""
-    burst_rounds: int = Field(1, ge=1, validation_alias="BENCH_BURST_ROUNDS")
+    burst_rounds: int = Field(3, ge=1, validation_alias="BENCH_BURST_ROUNDS")
     warmup: int = Field(20, ge=1, validation_alias="BENCH_WARMUP")
     get_sequential: int = Field(40, ge=0, validation_alias="BENCH_GET_SEQUENTIAL")
     get_runs: int = Field(300, ge=0, validation_alias="BENCH_GET_RUNS")

@@ -541,7 +541,7 @@ def make_delivery(
 
 async def deliver(session: AsyncSession, delivery: Delivery) -> guards.Outcome:
     """What `events.py` does with a delivery: the inbox check (which locks the run and
-    reads the task's status, as `events._apply` does), the transition, the flush."""
+    reads the task's status, as `event_tx.apply` does), the transition, the flush."""
     message = delivery.inbox_message
     task = (message.task, message.attempt)
     if not await runlock.first_delivery(
