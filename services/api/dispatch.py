@@ -15,16 +15,15 @@ from services.api.models import DEFAULT_USER_ID, Run, User
 from shared.messages import (
     ApplyAndPublish,
     CodexShard,
-    CodexSummary,
     Command,
     DiscoverNextPhase,
-    DiscoverySummary,
     FinalizeRun,
     PublishMode,
     RunStatusChanged,
     TaskName,
 )
 from shared.routing import COMMAND_TYPES
+from shared.summaries import CodexSummary, DiscoverySummary
 
 
 class MissingStageOutput(Exception):

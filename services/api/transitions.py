@@ -44,12 +44,7 @@ from services.api.lifecycle import (
 from services.api.models import Run, TaskState
 from services.api.runs import lock_run
 from shared.messages import (
-    SUMMARY_TYPES,
-    CodexSummary,
-    DiscoverySummary,
     Message,
-    PreflightSummary,
-    PublishSummary,
     TaskCancelled,
     TaskError,
     TaskFailed,
@@ -59,6 +54,13 @@ from shared.messages import (
     TaskSucceeded,
 )
 from shared.routing import CODEX_VOLUME_PREFIX, codex_queue_name, codex_volume_name
+from shared.summaries import (
+    SUMMARY_TYPES,
+    CodexSummary,
+    DiscoverySummary,
+    PreflightSummary,
+    PublishSummary,
+)
 
 
 async def record_started(session: AsyncSession, event: TaskStarted) -> Outcome:

@@ -34,8 +34,9 @@ from services.codex_runner.workspace import (
 from shared import artifacts
 from shared.git import remote_for
 from shared.internal_api import InternalApiError, SecretSource
-from shared.messages import ArtifactRef, CodexSummary, SubmitCodexJob, TaskError
+from shared.messages import ArtifactRef, SubmitCodexJob, TaskError
 from shared.redaction import redact_text
+from shared.summaries import CodexSummary
 
 INFRA_MARKERS = (
     "high demand",

@@ -28,11 +28,10 @@ from shared.messages import (
     CodexVolumeChecked,
     DiscoveredTask,
     DiscoverNextPhase,
-    DiscoverySummary,
-    PreflightSummary,
     PublishMode,
     TaskError,
 )
+from shared.summaries import DiscoverySummary, PreflightSummary
 
 
 @dataclass

@@ -27,9 +27,9 @@ from shared.messages import (
     ApplyAndPublish,
     ArtifactRef,
     PublishMode,
-    PublishSummary,
     TaskError,
 )
+from shared.summaries import PublishSummary
 
 BOT = Identity("MoonMind Spec Workflow", "spec-workflow@users.noreply.github.com")
 

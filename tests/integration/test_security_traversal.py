@@ -28,7 +28,8 @@ from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
 
 from services.api.models import Artifact
-from shared.messages import ArtifactRef, CodexSummary, TaskName, TaskSucceeded
+from shared.messages import ArtifactRef, TaskName, TaskSucceeded
+from shared.summaries import CodexSummary
 from tests.support.api import RUNS, wait_for
 from tests.support.rawasgi import raw_get
 from tests.support.sandbox import Principal, Sandbox

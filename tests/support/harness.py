@@ -23,14 +23,10 @@ from shared.messages import (
     ArtifactRef,
     CancelTask,
     CodexPreflight,
-    CodexSummary,
     Command,
     DiscoveredTask,
     DiscoverNextPhase,
-    DiscoverySummary,
     Message,
-    PreflightSummary,
-    PublishSummary,
     SubmitCodexJob,
     TaskCancelled,
     TaskError,
@@ -40,6 +36,12 @@ from shared.messages import (
     TaskSucceeded,
 )
 from shared.routing import Route, route_of
+from shared.summaries import (
+    CodexSummary,
+    DiscoverySummary,
+    PreflightSummary,
+    PublishSummary,
+)
 from shared.topology import EXCHANGE, codex_cancel_queue, codex_queue, queue_for
 
 BASE_SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -49,13 +49,9 @@ from services.api.models import (
 from shared.messages import (
     PIPELINE,
     ArtifactRef,
-    CodexSummary,
     DiscoveredTask,
-    DiscoverySummary,
     FinalizeRun,
     Message,
-    PreflightSummary,
-    PublishSummary,
     TaskCancelled,
     TaskError,
     TaskFailed,
@@ -63,6 +59,12 @@ from shared.messages import (
     TaskName,
     TaskStarted,
     TaskSucceeded,
+)
+from shared.summaries import (
+    CodexSummary,
+    DiscoverySummary,
+    PreflightSummary,
+    PublishSummary,
 )
 
 T = TypeVar("T")
