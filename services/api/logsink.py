@@ -40,7 +40,7 @@ def level_no(level: str) -> int | None:
 
 
 class ShippedRecord(BaseModel):
-    """One record as `shared.logship.shape` writes it."""
+    """One record as `shared.logshape.shape` writes it."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -3,7 +3,7 @@
 One invocation on a private database and vhost (`tests.support.infra.provision`),
 the real API app (`create_app`, its lifespan started, so its AMQP subscribers run):
 
-1. ingest: `BENCH_LOG_RECORDS` records shaped as `shared.logship.shape` writes them go
+1. ingest: `BENCH_LOG_RECORDS` records shaped as `shared.logshape.shape` writes them go
    through a real `LogShipper` (its buffer, batching and `broker_publisher`) on its own
    broker connection to `spec_workflow.logs`; the API's `api.log_records` subscriber
    (`logsink.store_shipped`) inserts them into `log_records`. The clock runs from the
@@ -81,7 +81,7 @@ class BenchError(RuntimeError):
 
 
 def record(n: int, run_ids: Sequence[str]) -> dict[str, Any]:
-    """One record as `shared.logship.shape` makes it for a task line."""
+    """One record as `shared.logshape.shape` makes it for a task line."""
     run = run_ids[n % len(run_ids)]
     shard = n % 3
     return {
@@ -339,7 +339,7 @@ def render(report: Report) -> str:
         f"BENCH_LOG_DETAILS_QUERIES={settings.details_queries}; one process, a private "
         "database and vhost, the real API app (`create_app`, lifespan started).",
         "",
-        "- **ingest**: records shaped as `shared.logship.shape` does (run, task, "
+        "- **ingest**: records shaped as `shared.logshape.shape` does (run, task, "
         "attempt, five `details` keys) go through a real `LogShipper` (bounded buffer, "
         "500-record batches grouped by `log.<service>.<level>`, `broker_publisher`: "
         "transient, 2 s limit) on its own connection to `spec_workflow.logs`; the "

@@ -14,7 +14,8 @@ import pytest
 from loguru import logger
 
 from shared.logging import configure_logging
-from shared.logship import LogShipper, routing_key
+from shared.logshape import routing_key
+from shared.logship import LogShipper
 from shared.redaction import forget_secrets, register_secret
 
 SECRET = "sk-" + "logship-canary-0123456789abcdef"
