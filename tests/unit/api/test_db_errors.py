@@ -9,7 +9,6 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from services.api import db
 from services.api.db import is_unavailable, retry_while_unavailable
 from services.api.taskmoves import StaleTaskStatus
 from tests.support.fakes import CapturedLogs
@@ -67,7 +66,7 @@ async def test_a_conflict_runs_again_at_once_and_is_not_an_outage(
         delays.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(db.asyncio, "sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # as db.py calls it
     errors = [
         StaleTaskStatus("moved meanwhile"),
         asyncpg.exceptions.SerializationError("could not serialize access"),
@@ -92,7 +91,7 @@ async def test_an_outage_backs_off_from_200_ms(monkeypatch: pytest.MonkeyPatch) 
     async def sleep(delay: float) -> None:
         delays.append(delay)
 
-    monkeypatch.setattr(db.asyncio, "sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # as db.py calls it
     outages = 3
 
     async def work() -> str:
