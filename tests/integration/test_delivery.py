@@ -72,6 +72,26 @@ async def test_outcome_before_start_still_completes(
         assert seqs.get("task_started", 0) < seqs["task_succeeded"], seqs
 
 
+async def test_numbers_beyond_64_bits_in_a_summary_do_not_fail_the_run(
+    api: httpx.AsyncClient, stages: StageHarness
+) -> None:
+    """JSON has no integer limit and a stage may send any. The API's decoder (FastStream
+    uses orjson when installed) reads integers beyond 64 bits as the nearest double:
+    stored rounded, and the run goes on. Not failed, not dead-lettered."""
+    key = feature()
+    huge = {"big": 2**70 + 1, "small": -(2**64) - 3, "list": [2**100 + 7, 1]}
+    stages.script(key, summary_extra=huge)
+    run = await wait_for(api, (await create_run(api, key))["id"])
+
+    assert run["status"] == "succeeded", run
+    summaries = [t["summary"] for t in run["tasks"] if t["summary"]]
+    assert len(summaries) == len(PIPELINE) - 1  # finalize_run has no summary
+    for summary in summaries:
+        assert summary["big"] == float(2**70 + 1) != 2**70 + 1
+        assert summary["small"] == float(-(2**64) - 3)
+        assert summary["list"] == [float(2**100 + 7), 1]
+
+
 async def test_stale_attempt_event_is_ignored(
     api: httpx.AsyncClient, stages: StageHarness
 ) -> None:

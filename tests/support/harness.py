@@ -68,6 +68,8 @@ class Script:
     lease_seconds: float | None = None
     silent_after_start: frozenset[TaskName] = frozenset()
     discovered_task: str = "T001"
+    summary_extra: dict[str, Any] = field(default_factory=dict)
+    """Keys added to every success summary (a newer stage's fields)."""
 
 
 @dataclass
@@ -176,7 +178,9 @@ class StageHarness:
             )
         else:
             outcome = cmd.reply(
-                TaskSucceeded, summary=summary, artifacts=artifacts or []
+                TaskSucceeded,
+                summary={**summary, **script.summary_extra},
+                artifacts=artifacts or [],
             )
         if script.outcome_first:
             await self._emit(outcome, script)
