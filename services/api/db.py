@@ -173,7 +173,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def _conflict_delay(conflicts: int, max_delay: float) -> float:
-    """None before the first run again, then 10, 20, 40 ms ... up to `max_delay`."""
+    """No wait before the first run again, then 10, 20, 40 ms ... up to `max_delay`."""
     return 0.0 if conflicts == 1 else min(0.01 * 2 ** (conflicts - 2), max_delay)
 
 
