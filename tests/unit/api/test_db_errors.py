@@ -54,19 +54,25 @@ async def test_an_asyncpg_deadlock_is_retried() -> None:
     assert calls == 2
 
 
-async def test_a_conflict_runs_again_at_once_and_is_not_an_outage(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A serialization failure (our own `StaleTaskStatus` or Postgres's) is run
-    again without the outage's 0.2 s wait, then with a short growing backoff."""
-    delays: list[float] = []
+@pytest.fixture
+def delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits `retry_while_unavailable` asks for, none of them waited."""
+    asked: list[float] = []
     real_sleep = asyncio.sleep
 
     async def sleep(delay: float) -> None:
-        delays.append(delay)
+        asked.append(delay)
         await real_sleep(0)
 
     monkeypatch.setattr(asyncio, "sleep", sleep)  # as db.py calls it
+    return asked
+
+
+async def test_a_conflict_runs_again_at_once_and_is_not_an_outage(
+    delays: list[float],
+) -> None:
+    """A serialization failure (our own `StaleTaskStatus` or Postgres's) is run
+    again without the outage's 0.2 s wait, then with a short growing backoff."""
     errors = [
         StaleTaskStatus("moved meanwhile"),
         asyncpg.exceptions.SerializationError("could not serialize access"),
@@ -85,13 +91,7 @@ async def test_a_conflict_runs_again_at_once_and_is_not_an_outage(
     assert not logs.matching("unavailable")
 
 
-async def test_an_outage_backs_off_from_200_ms(monkeypatch: pytest.MonkeyPatch) -> None:
-    delays: list[float] = []
-
-    async def sleep(delay: float) -> None:
-        delays.append(delay)
-
-    monkeypatch.setattr(asyncio, "sleep", sleep)  # as db.py calls it
+async def test_an_outage_backs_off_from_200_ms(delays: list[float]) -> None:
     outages = 3
 
     async def work() -> str:
