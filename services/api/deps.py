@@ -51,7 +51,9 @@ async def get_principal(request: Request) -> Principal:
     token = _bearer(request)
     if token is None:
         raise Unauthorized("send Authorization: Bearer <token>")
-    user_id = await accounts.authenticate(get_database(request).engine, token)
+    user_id = await accounts.authenticate(
+        get_database(request).engine, token, request.app.state.token_cache
+    )
     if user_id is None:
         raise Unauthorized("the token is unknown, revoked or expired")
     return Principal(user_id)

@@ -34,6 +34,7 @@ from services.api import (
 from services.api.fastpath import FastPath
 from services.api.models import DEFAULT_USER_ID
 from services.api.settings import AuthMode, Settings
+from services.api.tokencache import TokenCache, TokenWatcher
 from services.api.vault import Keyring, dev_secret_file, load_keyring
 from shared.logging import configure_logging
 from shared.logship import LogShipper
@@ -93,9 +94,16 @@ async def startup(api: FastAPI) -> AsyncIterator[None]:
         logger.info(
             "Seeded the default user's missing keys: {providers}", providers=seeded
         )
+    watcher: TokenWatcher | None = None
+    cache: TokenCache | None = api.state.token_cache
+    if cache is not None:
+        watcher = TokenWatcher(cache, settings.plain_database_url())
+        watcher.start()
     try:
         yield
     finally:
+        if watcher is not None:
+            await watcher.stop()
         shipper: LogShipper = api.state.log_shipper
         await shipper.stop()
         fast_path: FastPath = api.state.fast_path
@@ -150,6 +158,12 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.internal_token = internal_token
     api.state.log_shipper = shipper
     api.state.fast_path = fast_path
+    # Answers from memory only once `startup`'s watcher listens for token changes.
+    api.state.token_cache = (
+        TokenCache(settings.token_cache_seconds)
+        if token_mode and settings.token_cache_seconds > 0
+        else None
+    )
     for router in (
         routes.router,
         credential_routes.me,

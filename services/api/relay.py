@@ -163,11 +163,8 @@ class Relay:
         return pruned
 
     async def _listen(self) -> asyncpg.Connection | None:
-        dsn = str(self.settings.database_url).replace(
-            "postgresql+asyncpg://", "postgresql://", 1
-        )
         try:
-            conn = await asyncpg.connect(dsn, timeout=5)
+            conn = await asyncpg.connect(self.settings.plain_database_url(), timeout=5)
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake.set())
             return conn
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:

@@ -81,6 +81,12 @@ class Settings(ServiceSettings):
     token_default_ttl_days: int = Field(
         90, ge=0, validation_alias="API_TOKEN_DEFAULT_TTL_DAYS"
     )
+    token_cache_seconds: float = Field(
+        30.0, ge=0, validation_alias="TOKEN_CACHE_SECONDS"
+    )
+    """Token mode: how long a verified token is answered from memory
+    (`tokencache`); a revocation still takes effect at once. 0: every request
+    checks the database."""
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     google_api_key: SecretStr | None = Field(None, validation_alias="GOOGLE_API_KEY")
     github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
@@ -102,6 +108,12 @@ class Settings(ServiceSettings):
                     "AUTH_MODE=token needs INTERNAL_API_TOKEN of at least 32 characters"
                 )
         return self
+
+    def plain_database_url(self) -> str:
+        """DATABASE_URL for asyncpg itself (no SQLAlchemy driver name)."""
+        return str(self.database_url).replace(
+            "postgresql+asyncpg://", "postgresql://", 1
+        )
 
     def previous_keys(self) -> list[str]:
         raw = self.secrets_previous_keys

@@ -1,0 +1,202 @@
+"""The token cache against the session's Postgres: the real LISTEN, migration 0005's
+triggers, and a token-mode app whose lifespan runs the watcher.
+
+A change made with `session_replication_role = replica` fires no trigger, so sends
+no NOTIFY: what the cache answers after one shows whether it answered from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+from sqlalchemy import delete, text, update
+from sqlalchemy.sql import Executable
+
+from services.api import accounts
+from services.api.db import Database
+from services.api.main import create_app
+from services.api.models import ApiToken
+from services.api.models import User as UserRow
+from services.api.settings import Settings
+from services.api.tokencache import CHANNEL, TokenCache, TokenWatcher
+from tests.integration.test_auth import User, new_user
+from tests.support.api import RUNS
+from tests.support.canary import CanaryAudit, attach_capture
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def watched(settings: Settings) -> AsyncIterator[TokenWatcher]:
+    watcher = TokenWatcher(
+        TokenCache(60.0), settings.plain_database_url(), heartbeat=0.5, retry=0.1
+    )
+    watcher.start()
+    await until(lambda: watcher.cache.live)
+    yield watcher
+    await watcher.stop()
+    assert not watcher.cache.live
+
+
+async def unheard(database: Database, statement: Executable) -> None:
+    """Run `statement` with triggers off for this session only: no NOTIFY."""
+    async with database.new_session() as session, session.begin():
+        await session.execute(text("SET LOCAL session_replication_role = replica"))
+        await session.execute(statement)
+
+
+async def check(
+    database: Database, watcher: TokenWatcher, user: User
+) -> uuid.UUID | None:
+    return await accounts.authenticate(database.engine, user.token, watcher.cache)
+
+
+async def test_a_checked_token_is_answered_from_memory(
+    database: Database, watched: TokenWatcher
+) -> None:
+    user = await new_user(database)
+    assert await check(database, watched, user) == user.id
+    await unheard(
+        database,
+        update(ApiToken)
+        .where(ApiToken.id == user.token_id)
+        .values(revoked_at=datetime.now(UTC)),
+    )
+    assert await check(database, watched, user) == user.id  # from memory
+    assert await accounts.authenticate(database.engine, user.token) is None
+
+    generation = watched.cache.generation
+    async with database.new_session() as session, session.begin():
+        await session.execute(text("SELECT pg_notify(:c, '')"), {"c": CHANNEL})
+    await until(lambda: watched.cache.generation > generation)
+    assert await check(database, watched, user) is None
+
+
+def revoke(user: User) -> Executable:
+    return (
+        update(ApiToken)
+        .where(ApiToken.id == user.token_id)
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+def expire(user: User) -> Executable:
+    return (
+        update(ApiToken)
+        .where(ApiToken.id == user.token_id)
+        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    )
+
+
+def delete_token(user: User) -> Executable:
+    return delete(ApiToken).where(ApiToken.id == user.token_id)
+
+
+def delete_user(user: User) -> Executable:
+    return delete(UserRow).where(UserRow.id == user.id)  # its tokens by cascade
+
+
+@pytest.mark.parametrize("change", [revoke, expire, delete_token, delete_user])
+async def test_every_change_that_ends_a_token_reaches_the_cache(
+    database: Database,
+    watched: TokenWatcher,
+    change: Callable[[User], Executable],
+) -> None:
+    user = await new_user(database)
+    assert await check(database, watched, user) == user.id
+    generation = watched.cache.generation
+    async with database.new_session() as session, session.begin():
+        await session.execute(change(user))
+    await until(lambda: watched.cache.generation > generation)
+    assert await check(database, watched, user) is None
+
+
+async def test_touching_last_use_does_not_drop_the_cache(
+    database: Database, watched: TokenWatcher
+) -> None:
+    user, other = await new_user(database), await new_user(database)
+    generation = watched.cache.generation
+    async with database.new_session() as session, session.begin():
+        await session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == user.token_id)
+            .values(last_used_at=datetime.now(UTC), name="renamed")
+        )
+    async with database.new_session() as session, session.begin():
+        await session.execute(revoke(other))
+    # Notifications arrive in commit order: one drop, the revocation's.
+    await until(lambda: watched.cache.generation > generation)
+    await asyncio.sleep(0.2)
+    assert watched.cache.generation == generation + 1
+
+
+async def test_the_cache_is_dark_while_its_listen_is_lost(
+    database: Database, watched: TokenWatcher, settings: Settings
+) -> None:
+    user = await new_user(database)
+    assert await check(database, watched, user) == user.id
+    connection = watched.connection
+    assert connection is not None
+    admin = await asyncpg.connect(settings.plain_database_url())
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend($1)", connection.get_server_pid()
+        )
+    finally:
+        await admin.close()
+    await until(lambda: not watched.cache.live)
+    # Unheard while dark, yet in effect at once: the check goes to the database.
+    await unheard(database, revoke(user))
+    assert await check(database, watched, user) is None
+    await until(lambda: watched.cache.live and watched.connection is not connection)
+    assert watched.cache.entries == {}
+
+
+async def test_a_token_mode_app_checks_tokens_through_its_cache(
+    token_settings: Settings, database: Database, canary: CanaryAudit
+) -> None:
+    """The wiring: create_app makes the cache, its lifespan runs the watcher, and
+    every request's check goes through both."""
+    app = create_app(token_settings)
+    attach_capture(canary)  # create_app reconfigured logging
+    fastapi_app: FastAPI = app._application
+    cache: TokenCache = fastapi_app.state.token_cache
+    user = await new_user(database)
+    async with (
+        fastapi_app.router.lifespan_context(fastapi_app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=fastapi_app), base_url="http://cached"
+        ) as client,
+    ):
+        await until(lambda: cache.live)
+
+        async def get() -> httpx.Response:
+            return await client.get(RUNS, headers=user.headers)
+
+        assert (await get()).status_code == 200
+        assert set(cache.entries) == {accounts.hash_token(user.token)}
+        await unheard(database, revoke(user))
+        assert (await get()).status_code == 200  # from memory: no NOTIFY was sent
+
+        generation = cache.generation
+        async with database.new_session() as session, session.begin():
+            await session.execute(revoke(user))
+        await until(lambda: cache.generation > generation)
+        response = await get()
+        assert response.status_code == 401
+        assert response.json()["detail"]["code"] == "unauthorized"
+    assert not cache.live
