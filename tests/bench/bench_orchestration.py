@@ -106,7 +106,8 @@ class BenchSettings(BaseSettings):
     log_level: str = Field("WARNING", validation_alias="BENCH_LOG_LEVEL")
     auth_mode: AuthMode = Field(AuthMode.TOKEN, validation_alias="BENCH_AUTH_MODE")
     """The API's AUTH_MODE. token (as in production): every request carries a bearer
-    token of the default user, which the API checks against the database."""
+    token of the default user, which the API checks against the database (then
+    from its token cache for TOKEN_CACHE_SECONDS)."""
     api_runs: int = Field(100_000, ge=0, validation_alias="BENCH_API_RUNS")
     api_requests: int = Field(600, ge=10, validation_alias="BENCH_API_REQUESTS")
     api_concurrency: int = Field(10, ge=1, validation_alias="BENCH_API_CONCURRENCY")

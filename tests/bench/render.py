@@ -108,8 +108,9 @@ def _what(report: Report) -> list[str]:
         + (
             " (as in production): every request of the driver, the POSTs of the "
             "runs and the reads below, carries a bearer token of the default user, "
-            "which the API looks up in `api_tokens` per request. The Celery chain "
-            "has no API and no such check."
+            "which the API checks against `api_tokens` once per TOKEN_CACHE_SECONDS "
+            "(default 30; its token cache, dropped by any change to `api_tokens`, "
+            "answers in between). The Celery chain has no API and no such check."
             if s.auth_mode.value == "token"
             else " (BENCH_AUTH_MODE): requests carry no token and are not checked."
         ),
