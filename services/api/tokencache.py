@@ -99,13 +99,27 @@ class TokenCache:
         self.live = live
 
 
+TRIGGERS = ("api_tokens_changed", "api_tokens_truncated")
+_TRIGGERS_ON = (
+    "SELECT count(*) FROM pg_trigger "
+    "WHERE tgrelid = to_regclass('api_tokens') AND tgname = ANY($1::text[]) "
+    "AND tgenabled <> 'D'"
+)
+
+
+class TriggersMissing(RuntimeError):
+    """Migration 0005's triggers are absent or disabled: no change would be heard."""
+
+
 class TokenWatcher:
     """Keeps the cache's LISTEN up on a connection of its own.
 
-    Connects, listens, then runs `SELECT 1` every `heartbeat` seconds (bounded by
-    the same time) so a connection that died without a word is noticed; after any
-    loss the cache goes dark and the watcher reconnects, waiting `retry` seconds
-    between attempts.
+    Connects, listens, and every `heartbeat` seconds checks, within the same time,
+    that the connection answers and that migration 0005's triggers are there and
+    enabled (a database not yet migrated, or triggers disabled by hand, would leave
+    the cache deaf). The cache is live only from a passed check on; after any loss
+    or failed check it goes dark and the watcher tries again every `retry` seconds.
+    A connection that dies without a word is noticed within two heartbeats.
     """
 
     def __init__(
@@ -122,54 +136,78 @@ class TokenWatcher:
         self.retry = retry
         self.task: asyncio.Task[None] | None = None
         self.connection: asyncpg.Connection | None = None
+        self.heard: list[str] = []
+        """Payloads of the latest notifications (a few), for tests and debugging."""
+        self._failing = False
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.run())
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        task, self.task = self.task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        self.cache.set_live(False)
 
     async def run(self) -> None:
-        failing = False
         while True:
             try:
                 await self._watch()
-                failing = False
             except _LOST as exc:
-                if not failing:
-                    logger.warning(
-                        "Token cache off: LISTEN {channel} lost ({error}); "
-                        "every token check goes to the database",
-                        channel=CHANNEL,
-                        error=type(exc).__name__,
-                    )
-                failing = True
+                self._off(f"LISTEN {CHANNEL} lost ({type(exc).__name__})")
+            except TriggersMissing:
+                self._off("the api_tokens triggers (migration 0005) are missing or off")
+            except Exception:
+                logger.exception("Token cache watcher failed; it starts again")
+                self._failing = True
             await asyncio.sleep(self.retry)
+
+    def _off(self, why: str) -> None:
+        if not self._failing:  # once per outage, not per attempt
+            logger.warning(
+                "Token cache off: {why}; every token check goes to the database",
+                why=why,
+            )
+        self._failing = True
 
     async def _watch(self) -> None:
         lost = asyncio.Event()
-        conn: asyncpg.Connection = await asyncpg.connect(self.dsn, timeout=5)
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self.dsn,
+            timeout=5,
+            server_settings={"application_name": "spec-workflow-token-cache"},
+        )
         self.connection = conn
         try:
             conn.add_termination_listener(lambda _c: lost.set())
             await conn.add_listener(CHANNEL, self._changed)
+            await self._check(conn)
             self.cache.set_live(True)
+            self._failing = False
             logger.info("Token cache on: listening on {channel}", channel=CHANNEL)
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), self.heartbeat)
+                    async with asyncio.timeout(self.heartbeat):
+                        await lost.wait()
                 if lost.is_set():
                     raise ConnectionResetError("the LISTEN connection closed")
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), self.heartbeat)
+                await self._check(conn)
         finally:
             self.cache.set_live(False)
             self.connection = None
             conn.terminate()
 
+    async def _check(self, conn: asyncpg.Connection) -> None:
+        async with asyncio.timeout(self.heartbeat):
+            enabled = await conn.fetchval(_TRIGGERS_ON, list(TRIGGERS))
+        if enabled != len(TRIGGERS):
+            raise TriggersMissing
+
     def _changed(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self.cache.forget()
+        self.heard = [*self.heard[-9:], payload]
         logger.debug("API token {token} changed: token cache dropped", token=payload)

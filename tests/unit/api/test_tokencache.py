@@ -1,13 +1,18 @@
 """The token cache's rules: answers only while live, within its TTL and the token's
-expiry, never an answer read before a drop, and bounded in size. (Against Postgres,
-with the real LISTEN: tests/integration/test_token_cache.py.)"""
+expiry, never an answer read before a drop, and bounded in size; its watcher's loop
+through failures. (Against Postgres, with the real LISTEN and triggers:
+tests/integration/test_token_cache.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.api.tokencache import CAPACITY, TokenCache
+import pytest
+
+from services.api.tokencache import CAPACITY, TokenCache, TokenWatcher
+from tests.support.fakes import CapturedLogs
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 ALICE = uuid.uuid4()
@@ -94,3 +99,55 @@ def test_a_zero_ttl_keeps_nothing() -> None:
     cache, _ = live_cache(ttl=0)
     cache.keep("h", ALICE, None, cache.generation)
     assert cache.lookup("h", NOW) is None
+
+
+class Connects:
+    """Stands in for `asyncpg.connect`: raises the scripted errors in turn (the last
+    one from then on), and sets `enough` at the `calls`-th attempt."""
+
+    def __init__(self, *errors: BaseException, calls: int) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.wanted = calls
+        self.enough = asyncio.Event()
+
+    async def __call__(self, *_args: object, **_kwargs: object) -> None:
+        self.calls += 1
+        if self.calls >= self.wanted:
+            self.enough.set()
+        raise self.errors[min(self.calls, len(self.errors)) - 1]
+
+
+async def watch_until(
+    monkeypatch: pytest.MonkeyPatch, connects: Connects
+) -> TokenWatcher:
+    monkeypatch.setattr("asyncpg.connect", connects)
+    watcher = TokenWatcher(TokenCache(30.0), "postgresql://unused", retry=0)
+    watcher.start()
+    await asyncio.wait_for(connects.enough.wait(), 10)
+    await watcher.stop()
+    return watcher
+
+
+async def test_an_outage_is_logged_once_not_per_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with CapturedLogs.capture() as logs:
+        watcher = await watch_until(monkeypatch, Connects(OSError("refused"), calls=5))
+    assert len(logs.matching("Token cache off")) == 1
+    assert "LISTEN api_tokens_changed lost (OSError)" in logs.messages()[0]
+    assert not watcher.cache.live
+    assert watcher.task is None
+
+
+async def test_an_unexpected_error_is_logged_and_the_watcher_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connects = Connects(RuntimeError("bug"), OSError("refused"), calls=3)
+    with CapturedLogs.capture() as logs:
+        watcher = await watch_until(monkeypatch, connects)
+    failed = logs.matching("Token cache watcher failed")
+    assert len(failed) == 1
+    assert failed[0]["exception"] is not None
+    assert connects.calls >= 3  # it went on trying
+    assert not watcher.cache.live

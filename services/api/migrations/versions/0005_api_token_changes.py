@@ -52,6 +52,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER api_tokens_truncated ON api_tokens")
-    op.execute("DROP TRIGGER api_tokens_changed ON api_tokens")
-    op.execute("DROP FUNCTION notify_api_tokens_changed()")
+    op.execute("DROP TRIGGER IF EXISTS api_tokens_truncated ON api_tokens")
+    op.execute("DROP TRIGGER IF EXISTS api_tokens_changed ON api_tokens")
+    op.execute("DROP FUNCTION IF EXISTS notify_api_tokens_changed()")
