@@ -85,8 +85,8 @@ class Settings(ServiceSettings):
         30.0, ge=0, validation_alias="TOKEN_CACHE_SECONDS"
     )
     """Token mode: how long a verified token is answered from memory
-    (`tokencache`); a revocation still takes effect at once. 0: every request
-    checks the database."""
+    (`tokencache`); a revocation still takes effect within milliseconds, by NOTIFY.
+    0: every request checks the database."""
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     google_api_key: SecretStr | None = Field(None, validation_alias="GOOGLE_API_KEY")
     github_token: SecretStr | None = Field(None, validation_alias="GITHUB_TOKEN")
