@@ -86,36 +86,24 @@ async def check(
     return await accounts.authenticate(database.engine, user.token, watcher.cache)
 
 
+def set_token(user: User, **values: object) -> Executable:
+    return update(ApiToken).where(ApiToken.id == user.token_id).values(**values)
+
+
 def revoke(user: User) -> Executable:
-    return (
-        update(ApiToken)
-        .where(ApiToken.id == user.token_id)
-        .values(revoked_at=datetime.now(UTC))
-    )
+    return set_token(user, revoked_at=datetime.now(UTC))
 
 
 def expire(user: User) -> Executable:
-    return (
-        update(ApiToken)
-        .where(ApiToken.id == user.token_id)
-        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-    )
+    return set_token(user, expires_at=datetime.now(UTC) - timedelta(seconds=1))
 
 
 def rehash(user: User) -> Executable:
-    return (
-        update(ApiToken)
-        .where(ApiToken.id == user.token_id)
-        .values(token_hash=accounts.hash_token(accounts.new_token()))
-    )
+    return set_token(user, token_hash=accounts.hash_token(accounts.new_token()))
 
 
 def reassign(user: User) -> Executable:
-    return (
-        update(ApiToken)
-        .where(ApiToken.id == user.token_id)
-        .values(user_id=uuid.UUID(int=0))  # the default user
-    )
+    return set_token(user, user_id=uuid.UUID(int=0))  # the default user
 
 
 def delete_token(user: User) -> Executable:
@@ -178,9 +166,7 @@ async def test_touching_last_use_is_not_heard(
     before = list(watched.heard)
     async with database.new_session() as session, session.begin():
         await session.execute(
-            update(ApiToken)
-            .where(ApiToken.id == user.token_id)
-            .values(last_used_at=datetime.now(UTC), name="renamed")
+            set_token(user, last_used_at=datetime.now(UTC), name="renamed")
         )
     # Notifications arrive in commit order: the revocation's comes after any of the
     # touch's would have.
