@@ -33,7 +33,7 @@ from tests.support.canary import (
 )
 from tests.support.harness import StageHarness
 from tests.support.infra import Infra
-from tests.support.lifespan import lifespan
+from tests.support.lifespan import caching_tokens, lifespan
 from tests.support.sandbox import Sandbox, open_sandbox
 
 SHARDS = 3
@@ -133,13 +133,15 @@ def token_settings(settings: Settings) -> Settings:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def token_app(
     token_settings: Settings, api: httpx.AsyncClient, canary: CanaryAudit
-) -> FastStreamAPI:
+) -> AsyncIterator[FastStreamAPI]:
     """A second app in token mode, HTTP only: its consumers are not started (the
-    session app's consumers and relay carry its runs)."""
+    session app's consumers and relay carry its runs). Its token cache is on, as
+    in production: a token change reaches it by NOTIFY, milliseconds later."""
     del api  # the session app first: it migrated the database
     application = create_app(token_settings)
     attach_capture(canary)  # create_app reconfigured logging
-    return application
+    async with caching_tokens(application):
+        yield application
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

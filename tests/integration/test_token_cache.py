@@ -10,8 +10,6 @@ also empties the cache, cannot pass for it.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,7 +18,6 @@ import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
-from fastapi import FastAPI
 from sqlalchemy import delete, text, update
 from sqlalchemy.sql import Executable
 
@@ -35,13 +32,7 @@ from tests.integration.test_auth import User, new_user
 from tests.support.api import RUNS
 from tests.support.canary import CanaryAudit, attach_capture
 from tests.support.fakes import CapturedLogs
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
+from tests.support.lifespan import caching_tokens, until
 
 
 async def watching(settings: Settings, heartbeat: float) -> TokenWatcher:
@@ -246,16 +237,14 @@ async def test_a_token_mode_app_checks_tokens_through_its_cache(
     every request's check goes through both."""
     app = create_app(token_settings)
     attach_capture(canary)  # create_app reconfigured logging
-    fastapi_app: FastAPI = app._application
-    cache: TokenCache = fastapi_app.state.token_cache
     user = await new_user(database)
     async with (
-        fastapi_app.router.lifespan_context(fastapi_app),
+        caching_tokens(app) as cache,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=fastapi_app), base_url="http://cached"
+            transport=httpx.ASGITransport(app=app._application),
+            base_url="http://cached",
         ) as client,
     ):
-        await until(lambda: cache.live)
 
         async def get() -> httpx.Response:
             return await client.get(RUNS, headers=user.headers)

@@ -1,13 +1,19 @@
-"""Run an ASGI app's lifespan (startup/shutdown) in tests, as uvicorn would."""
+"""Run an ASGI app's lifespan (startup/shutdown) in tests, as uvicorn would; or
+only a token-mode app's own FastAPI lifespan, which runs its token watcher."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import FastAPI
+from faststream_fastapi import FastStreamAPI
 from starlette.types import ASGIApp
+
+from services.api.tokencache import TokenCache
 
 
 @asynccontextmanager
@@ -37,3 +43,24 @@ async def lifespan(
         await inbox.put({"type": "lifespan.shutdown"})
         await asyncio.wait_for(outbox.get(), timeout)
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Poll `condition` every 10 ms; an AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def caching_tokens(app: FastStreamAPI) -> AsyncIterator[TokenCache]:
+    """A token-mode app's FastAPI lifespan only (the default user, the token
+    watcher; not its broker or consumers), entered once its cache is live: its
+    token checks answer as in production, from memory between changes."""
+    fastapi_app: FastAPI = app._application
+    cache: TokenCache | None = fastapi_app.state.token_cache
+    assert cache is not None, "not a token-mode app, or TOKEN_CACHE_SECONDS=0"
+    async with fastapi_app.router.lifespan_context(fastapi_app):
+        await until(lambda: cache.live)
+        yield cache

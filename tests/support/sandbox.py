@@ -32,7 +32,7 @@ from services.api.settings import AuthMode, Settings
 from tests.support.canary import CanaryAudit, attach_capture
 from tests.support.harness import StageHarness
 from tests.support.infra import Infra, provision
-from tests.support.lifespan import lifespan
+from tests.support.lifespan import caching_tokens, lifespan
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ async def open_sandbox(
         # Connected, never started: /readyz answers, no second set of consumers.
         # (faststream-fastapi has no public accessor for an app's broker.)
         token_broker = token_app._brokers[0]
-        async with lifespan(app):
+        async with lifespan(app), caching_tokens(token_app):
             await token_broker.connect()
             await relay_broker.connect()
             relay = Relay(settings, database, relay_broker)
@@ -143,5 +143,3 @@ async def open_sandbox(
                 await relay_broker.stop()
                 await token_broker.stop()
                 await database.dispose()
-                token_db: Database = token_app._application.state.database
-                await token_db.dispose()
