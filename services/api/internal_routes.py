@@ -12,7 +12,7 @@ from services.api import credentials, runs, shards
 from services.api.db import SessionDep
 from services.api.deps import KeyringDep, SettingsDep, require_service_token
 from services.api.errors import NoFreeShard
-from services.api.schemas import (
+from services.api.shard_schemas import (
     SecretsOut,
     SecretsRequest,
     ShardClaim,

@@ -9,7 +9,6 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from services.api.credentials import Provider
 from shared.messages import PublishMode
 from shared.names import branch_name, repository_ref, spec_kit_name
 
@@ -168,38 +167,6 @@ class ArtifactList(CamelModel):
     items: list[ArtifactOut]
 
 
-class ShardOut(CamelModel):
-    shard_index: int
-    queue: str
-    volume: str
-    status: str
-    hostname: str | None = None
-    registered_at: datetime | None = None
-    heartbeat_at: datetime | None = None
-    volume_status: str | None = None
-    """ready | needs_auth | error; None until the volume was probed."""
-    volume_state: str | None = None
-    volume_message: str | None = None
-    volume_checked_at: datetime | None = None
-
-
-class ShardList(CamelModel):
-    items: list[ShardOut]
-
-
-class ProbeRequest(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid")
-
-    force_refresh: bool = True
-
-
-class ProbeAccepted(CamelModel):
-    run_id: UUID
-    codex_volume: str
-    codex_shard_index: int
-    force_refresh: bool
-
-
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -234,31 +201,6 @@ class CredentialOut(CamelModel):
 
 class CredentialList(CamelModel):
     items: list[CredentialOut]
-
-
-class SecretsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    providers: list[Provider] = Field(min_length=1, max_length=8)
-
-
-class SecretsOut(CamelModel):
-    run_id: UUID
-    user_id: UUID
-    secrets: dict[str, str]
-    missing: list[str]
-
-
-class ShardClaim(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    hostname: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$")
-
-
-class ShardClaimed(CamelModel):
-    shard_index: int
-    queue: str
-    volume: str
 
 
 class LogOut(CamelModel):

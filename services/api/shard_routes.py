@@ -14,7 +14,7 @@ from services.api.db import SessionDep
 from services.api.deps import PrincipalDep, SettingsDep
 from services.api.dispatch import shard_of
 from services.api.models import CodexShardRow
-from services.api.schemas import ProbeAccepted, ProbeRequest, ShardList, ShardOut
+from services.api.shard_schemas import ProbeAccepted, ProbeRequest, ShardList, ShardOut
 from shared.routing import codex_queue_name, codex_volume_name
 
 router = APIRouter()  # under `routes.router`: its prefix and its caller check
