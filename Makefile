@@ -21,7 +21,7 @@ BENCH_LOG_QUERIES ?= 500
 CHAOS_ARGS ?=
 
 .PHONY: help venv services up down status demo demo-down docs fmt lint test test-unit test-integration test-e2e check \
-	podman podman-down compose-up compose-down bench-codex bench-logs bench chaos
+	podman podman-down compose-up compose-down bench-codex bench-logs bench-memory bench chaos
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-codex: $(STAMP) services ## submit_codex_job pipeline vs `codex exec` alon
 
 bench-logs: $(STAMP) services ## log sink ingest records/s and GET /api/logs?runId= latency over BENCH_LOG_ROWS rows -> docs/benchmarks.md
 	BENCH_LOG_RECORDS=$(BENCH_LOG_RECORDS) BENCH_LOG_ROWS=$(BENCH_LOG_ROWS) BENCH_LOG_RUNS=$(BENCH_LOG_RUNS) BENCH_LOG_QUERIES=$(BENCH_LOG_QUERIES) $(BIN)/python -m tests.bench.bench_logs
+
+bench-memory: $(STAMP) services ## VmRSS of every real service (spec-workflow up, real containers) at idle and through bursts of BENCH_MEMORY_RUNS runs -> docs/benchmarks.md
+	$(PODMAN_RUN) $(BIN)/python -m tests.bench.bench_memory
 
 bench: $(STAMP) services ## orchestration vs a Celery chain, API reads over 100,000 runs, RSS (BENCH_RUNS, BENCH_SEQUENTIAL, ...) -> docs/benchmarks.md
 	$(BIN)/python -c 'import celery, psycopg2' 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q -e '.[dev,bench]'
