@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import AnyUrl, BaseModel, SecretBytes, SecretStr
 
+from shared.secret_values import KnownValues, mask
+
 MASK = "***"
 MIN_SECRET_LENGTH = 8
 """Shorter registered values are ignored: masking them would shred ordinary words."""
@@ -75,20 +77,25 @@ _TRIGGERS = (
     ),
 )
 
-_known: set[str] = set()
-_known_pattern: re.Pattern[str] | None = None
+RECENT_SECRETS = 512
+"""Registered values kept besides the settings' own (a run's credentials, as they
+are stored or revealed): the oldest is dropped first. A dropped value is still
+masked by shape (`sk-`, `ghp_`, `Bearer`, ...) when it has one, and again by value
+once it is revealed again."""
+
+_settings_values = KnownValues()  # for good
+_recent_values = KnownValues(RECENT_SECRETS)
 
 
-def register_secret(value: str | None) -> None:
-    """Mask `value` wherever it appears from now on (env tokens, run credentials)."""
-    global _known_pattern
-    if value is None or len(value) < MIN_SECRET_LENGTH or value in _known:
+def register_secret(value: str | None, *, pinned: bool = False) -> None:
+    """Mask `value` wherever it appears from now on (env tokens, run credentials).
+
+    `pinned` values (the process's own settings) are never dropped; others are
+    kept while among the last RECENT_SECRETS registered.
+    """
+    if value is None or len(value) < MIN_SECRET_LENGTH or value in _settings_values:
         return
-    _known.add(value)
-    ordered = sorted(
-        _known, key=len, reverse=True
-    )  # longest first: a secret may contain another
-    _known_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+    (_settings_values if pinned else _recent_values).add(value)
 
 
 def register_settings_secrets(settings: BaseModel) -> None:
@@ -97,17 +104,17 @@ def register_settings_secrets(settings: BaseModel) -> None:
         if isinstance(value, SecretStr | SecretBytes):
             raw = value.get_secret_value()
             register_secret(
-                raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                raw.decode(errors="replace") if isinstance(raw, bytes) else raw,
+                pinned=True,
             )
         elif isinstance(value, AnyUrl) and value.password:
-            register_secret(value.password)
+            register_secret(value.password, pinned=True)
 
 
 def forget_secrets() -> None:
     """Drop every registered value (tests)."""
-    global _known_pattern
-    _known.clear()
-    _known_pattern = None
+    _settings_values.clear()
+    _recent_values.clear()
 
 
 @lru_cache(maxsize=4096)
@@ -141,8 +148,9 @@ def redact_text(text: str) -> str:
     """Mask registered secret values and known token shapes inside free text."""
     if len(text) < MIN_SECRET_LENGTH:
         return text
-    if _known_pattern is not None:
-        text = _known_pattern.sub(MASK, text)
+    spans = _settings_values.spans(text) + _recent_values.spans(text)
+    if spans:
+        text = mask(text, spans, MASK)
     lowered = text.lower()
     if not any(trigger in lowered for trigger in _TRIGGERS):
         return text
