@@ -1,7 +1,7 @@
 """AMQP subscribers of the API: task events, finalize_run and dead letters.
 
-Each one is a thin adapter around `transitions.py` (or `finalizing.py`) inside one
-transaction that starts with the inbox check (`event_tx.py`).
+Each one is a thin adapter around `transitions.py`, `stops.py` or `finalizing.py`
+inside one transaction that starts with the inbox check (`event_tx.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from services.api import (
     guards,
     logsink,
     shards,
+    stops,
     transitions,
 )
 from services.api.db import Database, retry_while_unavailable
@@ -78,7 +79,7 @@ async def _dead_letter(database: Database, dead: dead_letters.DeadLetter) -> Non
     cause, error = found
 
     async def fail(s: AsyncSession, m: Message) -> guards.Outcome:
-        return await transitions.fail_dead_letter(s, m, error)
+        return await stops.fail_dead_letter(s, m, error)
 
     get_metrics().incr("dead_letter", task=cause.task, code=error.code)
     await event_tx.applied(database, dead_letters.inbox_copy(cause), fail)
@@ -117,10 +118,10 @@ def build_router(settings: Settings, database: Database) -> RabbitRouter:
         await event_tx.applied(database, event, record_succeeded)
 
     async def on_task_failed(event: TaskFailed) -> None:
-        await event_tx.applied(database, event, transitions.record_failed)
+        await event_tx.applied(database, event, stops.record_failed)
 
     async def on_task_cancelled(event: TaskCancelled) -> None:
-        await event_tx.applied(database, event, transitions.record_cancelled)
+        await event_tx.applied(database, event, stops.record_cancelled)
 
     async def on_finalize_run(cmd: FinalizeRun) -> None:
         await finalizing.finalize_command(database, settings, cmd)

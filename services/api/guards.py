@@ -132,3 +132,14 @@ async def record_artifacts(
             (uuid4(), run.id, ref.artifact_type[:64], path, str(task), run.attempt)
         )
     await direct.insert_artifacts(session, rows)
+
+
+async def record_audit(
+    session: AsyncSession, run: Run, codex: str, github: str, findings: str | None
+) -> None:
+    """One audit row per attempt: statuses as the stage reported them; the notes are
+    the operator's notes for this attempt, then the stage's findings."""
+    notes = "\n".join(part for part in (run.notes, findings) if part) or None
+    await direct.insert_audit(
+        session, (uuid4(), run.id, run.attempt, codex[:32], github[:32], notes)
+    )

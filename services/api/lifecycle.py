@@ -1,7 +1,7 @@
 """The run state machine as pure rules: statuses, edges, pipeline order, shards.
 
-`runs.py`, `guards.py`, `transitions.py`, `closing.py` and `leases.py` apply these
-rules as guarded UPDATEs; the property tests drive them directly.
+`runs.py`, `guards.py`, `transitions.py`, `stops.py`, `closing.py` and `leases.py` apply
+these rules as guarded UPDATEs; the property tests drive them directly.
 """
 
 from __future__ import annotations

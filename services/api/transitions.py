@@ -1,5 +1,5 @@
-"""Applying task events to runs: started, heartbeat, succeeded (and the next
-dispatch), failed, cancelled, and a dead-lettered message.
+"""Applying task events to runs as they go forward: started, heartbeat, succeeded
+(and the next dispatch). The events that stop a task are in `stops.py`.
 
 Each function runs inside the caller's transaction, with the run row locked. An event
 that does not match the run's current attempt, or whose transition is not allowed,
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 from pydantic import ValidationError
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.api import direct
 from services.api.closing import Closer, close
 from services.api.dispatch import (
     announce_status,
@@ -33,21 +31,17 @@ from services.api.guards import (
     finish,
     move_task,
     record_artifacts,
+    record_audit,
 )
 from services.api.lifecycle import (
-    ACTIVE_RUN,
     RunStatus,
     TaskStatus,
     next_task,
     shard_for,
 )
 from services.api.models import Run, TaskState
-from services.api.runs import lock_run
 from shared.messages import (
-    Message,
-    TaskCancelled,
     TaskError,
-    TaskFailed,
     TaskHeartbeat,
     TaskName,
     TaskStarted,
@@ -188,7 +182,7 @@ async def _apply_summary(
     elif isinstance(summary, PreflightSummary):
         run.codex_preflight_status = "passed"
         run.codex_preflight_message = summary.codex_preflight_message
-        await _audit(
+        await record_audit(
             session, run, summary.codex_status, summary.github_status, summary.notes
         )
     elif isinstance(summary, CodexSummary):
@@ -199,78 +193,3 @@ async def _apply_summary(
         run.branch_name, run.pr_url = summary.branch_name, summary.pr_url
         run.result = "published" if run.publish_mode != "none" else "patch_only"
     return True
-
-
-async def record_failed(session: AsyncSession, event: TaskFailed) -> Outcome:
-    run, outcome = await current(session, event)
-    if run is None:
-        return outcome
-    # Fail the task first: an event that moves no task must change nothing.
-    outcome = await fail(session, run, event.task, event.error, summary=event.summary)
-    if not outcome.applied:
-        return outcome
-    await record_artifacts(session, run, event.task, event.artifacts)
-    if event.task is TaskName.CODEX_PREFLIGHT:
-        run.codex_preflight_status = "failed"
-        run.codex_preflight_message = event.error.message
-        audit = event.summary
-        if "codex_status" in audit or "github_status" in audit:
-            findings = str(audit.get("notes") or event.error.message)
-            codex = str(audit.get("codex_status", "unknown"))
-            await _audit(
-                session,
-                run,
-                codex,
-                str(audit.get("github_status", "unknown")),
-                findings,
-            )
-    return outcome
-
-
-async def _audit(
-    session: AsyncSession, run: Run, codex: str, github: str, findings: str | None
-) -> None:
-    """One audit row per attempt: statuses as the stage reported them; the notes are
-    the operator's notes for this attempt, then the stage's findings."""
-    notes = "\n".join(part for part in (run.notes, findings) if part) or None
-    await direct.insert_audit(
-        session, (uuid4(), run.id, run.attempt, codex[:32], github[:32], notes)
-    )
-
-
-async def record_cancelled(session: AsyncSession, event: TaskCancelled) -> Outcome:
-    """A stage stopped the task; the API already cancelled the run, or does so now."""
-    run = await lock_run(session, event.run_id)
-    if run is None:
-        return Outcome(False, "unknown_run")
-    if event.attempt != run.attempt:
-        return Outcome(False, "stale_attempt")
-    moved = await move_task(
-        session, run, event.task, TaskStatus.CANCELLED, finished_at=datetime.now(UTC)
-    )
-    # Only the stop of the task the run waits on ends the run; any other task is done.
-    if moved and run.status in ACTIVE_RUN:
-        timeline(
-            session,
-            run,
-            "task_cancelled",
-            task=event.task,
-            attempt=run.attempt,
-            reason=event.reason,
-        )
-        finish(run, RunStatus.CANCELLED, datetime.now(UTC))
-        await announce_status(session, run)
-        return APPLIED
-    return APPLIED if moved else Outcome(False, "transition_not_allowed")
-
-
-async def fail_dead_letter(
-    session: AsyncSession, message: Message, error: TaskError
-) -> Outcome:
-    """A message of this run died (unreadable, or its handler crashed): fail it."""
-    run, outcome = await current(session, message)
-    if run is None:
-        return outcome
-    # transition_not_allowed when its task is already over (or not yet dispatched):
-    # the run waits on another. An open task has no summary yet for `fail` to clear.
-    return await fail(session, run, message.task, error, kind="message_dead_lettered")

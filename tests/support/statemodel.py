@@ -33,6 +33,7 @@ from services.api import (
     runlock,
     runrows,
     runs,
+    stops,
     transitions,
 )
 from services.api.db import Database
@@ -559,7 +560,7 @@ async def _transition(
     session: AsyncSession, delivery: Delivery, message: Message
 ) -> guards.Outcome:
     if delivery.error is not None:
-        return await transitions.fail_dead_letter(session, message, delivery.error)
+        return await stops.fail_dead_letter(session, message, delivery.error)
     if isinstance(message, TaskStarted):
         return await transitions.record_started(session, message)
     if isinstance(message, TaskHeartbeat):
@@ -567,9 +568,9 @@ async def _transition(
     if isinstance(message, TaskSucceeded):
         return await transitions.record_succeeded(session, message, shards=SHARDS)
     if isinstance(message, TaskFailed):
-        return await transitions.record_failed(session, message)
+        return await stops.record_failed(session, message)
     if isinstance(message, TaskCancelled):
-        return await transitions.record_cancelled(session, message)
+        return await stops.record_cancelled(session, message)
     assert isinstance(message, FinalizeRun)
     return (await closing.finalize(session, message))[1]
 
