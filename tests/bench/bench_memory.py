@@ -34,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tests.bench.bench_codex import ROOT, host_facts, write_section
 from tests.bench.procs import rss_kib
+from tests.bench.render import mib
 from tests.support.api import RUNS, TERMINAL, create_run, wait_for
 from tests.support.containers import codex_volumes, container_engine
 from tests.support.containers import unique_volume_prefix as volume_prefix
@@ -196,10 +197,6 @@ async def bench(settings: BenchSettings) -> Report:
     return report
 
 
-def _mib(kib: int) -> str:
-    return f"{kib / 1024:.1f}"
-
-
 def render(report: Report) -> str:
     s = report.settings
     phases = report.phases
@@ -236,8 +233,8 @@ def render(report: Report) -> str:
         "|---|" + "--:|" * (len(PROCESSES) + 1),
     ]
     for p in phases:
-        cells = " | ".join(_mib(p.kib[process]) for process in PROCESSES)
-        lines.append(f"| {p.name} | {cells} | **{_mib(sum(p.kib.values()))}** |")
+        cells = " | ".join(mib(p.kib[process]) for process in PROCESSES)
+        lines.append(f"| {p.name} | {cells} | **{mib(sum(p.kib.values()))}** |")
     lines.append("")
     for p in phases:
         if p.runs:

@@ -32,7 +32,7 @@ def _load(triple: tuple[float, float, float]) -> str:
     return " / ".join(f"{v:.2f}" for v in triple)
 
 
-def _mib(kib: int | None) -> str:
+def mib(kib: int | None) -> str:
     return "-" if kib is None else f"{kib / 1024:,.1f}"
 
 
@@ -372,12 +372,12 @@ def _memory(report: Report) -> list[str]:
         elif name.startswith("celery"):
             label = name.replace("celery", "Celery worker", 1)
         lines.append(
-            f"| {label} | {_mib(report.idle_kib.get(name))} | "
-            f"{_mib(report.load_kib.get(name))} |"
+            f"| {label} | {mib(report.idle_kib.get(name))} | "
+            f"{mib(report.load_kib.get(name))} |"
         )
     for name, kib in report.workers_idle_kib.items():
         lines.append(
-            f"| {name} (real service, idle; not in the path) | {_mib(kib)} | - |"
+            f"| {name} (real service, idle; not in the path) | {mib(kib)} | - |"
         )
     lines.append("")
     if report.workers_missing:
