@@ -58,6 +58,7 @@ from shared.messages import (
 )
 from shared.routing import Route, codex_queue_name, submit_codex_route
 from shared.topology import EXCHANGE, declare_topology
+from tests.bench.sections import DOCUMENT, BenchError, run_and_write
 from tests.support.containers import (
     ContainerEngine,
     container_engine,
@@ -77,14 +78,7 @@ from tests.support.specrepo import (
     seed_spec_repo,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTION = "## bench-codex"
-DOC_HEADER = (
-    "# Benchmarks\n\n"
-    "Written by the Makefile's `bench-*` targets: each rewrites its own section and "
-    "keeps the others. Compare numbers only within one section's run, never across "
-    "runs or machines (`../shared/notes/messaging-reliability.md` §11).\n\n"
-)
 SHARD = 0
 KEY = "sk-bench-" + secrets.token_hex(16)
 GITHUB_TOKEN = "ghp_bench" + secrets.token_hex(16)
@@ -118,11 +112,7 @@ class BenchSettings(BaseSettings):
 
     n: int = Field(10, ge=1, validation_alias="BENCH_N")
     warmup: int = Field(1, ge=0, validation_alias="BENCH_WARMUP")
-    output: Path = Field(ROOT / "docs" / "benchmarks.md", validation_alias="BENCH_OUT")
-
-
-class BenchError(RuntimeError):
-    """A run did not do what both modes must do (exit 0, the expected patch)."""
+    output: Path = Field(DOCUMENT, validation_alias="BENCH_OUT")
 
 
 class TimedExecutor:
@@ -553,38 +543,9 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def replace_section(text: str, section: str, heading: str = SECTION) -> str:
-    """`text` with its `heading` section (up to the next `## `) replaced."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
-    if start is None:
-        base = text.rstrip("\n")
-        return f"{base}\n\n{section}" if base else DOC_HEADER + section
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-        len(lines),
-    )
-    rest = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + rest if rest else "")
-
-
-def write_section(path: Path, section: str, heading: str) -> None:
-    """Print the section and put it into the benchmarks document, keeping the rest."""
-    sys.stdout.write(section)
-    old = path.read_text() if path.is_file() else ""
-    path.write_text(replace_section(old, section, heading))
-    sys.stderr.write(f"[{heading[3:]}] wrote the {heading!r} section of {path}\n")
-
-
 def main() -> int:
     settings = BenchSettings()
-    try:
-        report = asyncio.run(bench(settings))
-    except BenchError as exc:
-        sys.stderr.write(f"[bench-codex] failed: {exc}\n")
-        return 1
-    write_section(settings.output, render(report), SECTION)
-    return 0
+    return run_and_write(SECTION, settings.output, bench(settings), render)
 
 
 if __name__ == "__main__":

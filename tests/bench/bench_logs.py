@@ -48,11 +48,11 @@ from services.api.main import create_app
 from services.api.migrate import prepare_database
 from services.api.settings import Settings
 from shared.logship import LogShipper, broker_publisher
-from tests.bench.bench_codex import host_facts, summary, write_section
+from tests.bench.bench_codex import host_facts, summary
+from tests.bench.sections import DOCUMENT, BenchError, run_and_write
 from tests.support.infra import Infra, provision
 from tests.support.lifespan import lifespan
 
-ROOT = Path(__file__).resolve().parents[2]
 SECTION = "## bench-logs"
 INGEST_TARGET = 5_000.0  # records/s
 P99_TARGET = 50.0  # ms
@@ -73,11 +73,7 @@ class BenchSettings(BaseSettings):
     details_queries: int = Field(
         100, ge=1, validation_alias="BENCH_LOG_DETAILS_QUERIES"
     )
-    output: Path = Field(ROOT / "docs" / "benchmarks.md", validation_alias="BENCH_OUT")
-
-
-class BenchError(RuntimeError):
-    """The sink lost records, or the API answered an error."""
+    output: Path = Field(DOCUMENT, validation_alias="BENCH_OUT")
 
 
 def record(n: int, run_ids: Sequence[str]) -> dict[str, Any]:
@@ -401,13 +397,7 @@ def render(report: Report) -> str:
 
 def main() -> int:
     settings = BenchSettings()
-    try:
-        report = asyncio.run(bench(settings))
-    except BenchError as exc:
-        sys.stderr.write(f"[bench-logs] failed: {exc}\n")
-        return 1
-    write_section(settings.output, render(report), SECTION)
-    return 0
+    return run_and_write(SECTION, settings.output, bench(settings), render)
 
 
 if __name__ == "__main__":

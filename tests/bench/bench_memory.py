@@ -32,9 +32,10 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tests.bench.bench_codex import ROOT, host_facts, write_section
+from tests.bench.bench_codex import host_facts
 from tests.bench.procs import rss_kib
 from tests.bench.render import mib
+from tests.bench.sections import DOCUMENT, BenchError, run_and_write
 from tests.support.api import RUNS, TERMINAL, create_run, wait_for
 from tests.support.containers import codex_volumes, container_engine
 from tests.support.containers import unique_volume_prefix as volume_prefix
@@ -63,13 +64,7 @@ class BenchSettings(BaseSettings):
     rounds: int = Field(3, ge=1, validation_alias="BENCH_MEMORY_ROUNDS")
     warmup: int = Field(3, ge=1, validation_alias="BENCH_MEMORY_WARMUP")
     settle: float = Field(5.0, ge=0, validation_alias="BENCH_MEMORY_SETTLE")
-    output: Path = Field(
-        ROOT / "docs" / "benchmarks.md", validation_alias="BENCH_MEMORY_OUT"
-    )
-
-
-class BenchError(RuntimeError):
-    pass
+    output: Path = Field(DOCUMENT, validation_alias="BENCH_MEMORY_OUT")
 
 
 @dataclass
@@ -266,13 +261,7 @@ def render(report: Report) -> str:
 
 def main() -> int:
     settings = BenchSettings()
-    try:
-        report = asyncio.run(bench(settings))
-    except BenchError as exc:
-        sys.stderr.write(f"[bench-memory] failed: {exc}\n")
-        return 1
-    write_section(settings.output, render(report), SECTION)
-    return 0
+    return run_and_write(SECTION, settings.output, bench(settings), render)
 
 
 if __name__ == "__main__":

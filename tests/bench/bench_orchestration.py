@@ -68,10 +68,11 @@ from services.api.migrate import prepare_database
 from services.api.models import DEFAULT_USER_ID, User
 from services.api.settings import AuthMode
 from tests.bench import bench_api, drivers, rawhttp
-from tests.bench.bench_codex import host_facts, write_section
+from tests.bench.bench_codex import host_facts
 from tests.bench.breakdown import Counters, Hops, broker_counts, counters, hops
 from tests.bench.procs import Service, cpu_seconds, pids_named
 from tests.bench.render import BROKER, render
+from tests.bench.sections import DOCUMENT, BenchError, write_section
 from tests.bench.stats import split
 from tests.support.infra import Infra, provision
 
@@ -113,13 +114,9 @@ class BenchSettings(BaseSettings):
     api_concurrency: int = Field(10, ge=1, validation_alias="BENCH_API_CONCURRENCY")
     api_rounds: int = Field(3, ge=1, validation_alias="BENCH_API_ROUNDS")
     api_warmup: int = Field(300, ge=0, validation_alias="BENCH_API_WARMUP")
-    output: Path = Field(ROOT / "docs" / "benchmarks.md", validation_alias="BENCH_OUT")
+    output: Path = Field(DOCUMENT, validation_alias="BENCH_OUT")
     logs: Path | None = Field(None, validation_alias="BENCH_LOGS")
     """Keep the processes' logs here (default: a temporary folder, removed)."""
-
-
-class BenchError(RuntimeError):
-    """A process did not start, or a run did not succeed."""
 
 
 @dataclass
