@@ -1,9 +1,6 @@
 """Applying the events that stop a task: failed, cancelled, and a dead-lettered
-message of the run.
-
-Each function runs inside the caller's transaction, with the run row locked. An event
-that does not match the run's current attempt, or whose transition is not allowed,
-changes nothing and says why.
+message of the run. Same contract as `transitions.py` (the caller's transaction, the
+run row locked; an event that does not apply changes nothing and says why).
 """
 
 from __future__ import annotations
