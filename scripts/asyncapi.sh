@@ -16,7 +16,7 @@ export RABBITMQ_URL=amqp://rabbitmq:5672/spec_workflow CODEX_SHARD_INDEX=0 \
     DATABASE_URL=postgresql+asyncpg://postgres@postgres:5432/spec_workflow \
     DEV_SECRETS_KEY_FILE=$TMP/secrets.key LOG_LEVEL=ERROR
 FASTSTREAM=.venv/bin/faststream
-$FASTSTREAM docs gen --factory services.api.main:create_app --out "$OUT/api.json" >/dev/null
+$FASTSTREAM docs gen --factory services.api.main:asyncapi --out "$OUT/api.json" >/dev/null
 for service in preflight codex_runner publisher; do
     $FASTSTREAM docs gen "services.$service.main:app" --out "$OUT/$service.json" >/dev/null
 done

@@ -100,7 +100,7 @@ async def _volume_checked(database: Database, event: CodexVolumeChecked) -> None
 
 
 def build_router(settings: Settings, database: Database) -> RabbitRouter:
-    """A fresh router with every API subscriber; one per app (FastStreamAPI wraps).
+    """A fresh router with every API subscriber; one per app.
 
     The handlers take their message only: the app's settings and database are bound
     here, not resolved per message by FastAPI's dependency injection (which cost

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
-from faststream_fastapi import FastStreamAPI
 from loguru import logger
 from sqlalchemy import text
 
@@ -75,7 +74,8 @@ def load_secrets(settings: Settings) -> tuple[Keyring, str | None]:
 
 @asynccontextmanager
 async def startup(api: FastAPI) -> AsyncIterator[None]:
-    """Make sure the default user exists; in disabled mode, seed its missing keys."""
+    """Make sure the default user exists; in disabled mode, seed its missing keys;
+    run the token watcher. Without the broker: `serve` adds it."""
     settings: Settings = api.state.settings
     database: db.Database = api.state.database
 
@@ -111,11 +111,30 @@ async def startup(api: FastAPI) -> AsyncIterator[None]:
         await database.dispose()
 
 
-def create_app(settings: Settings | None = None) -> FastStreamAPI:
-    """The ASGI app: FastAPI routes plus the AMQP subscribers, sharing dependencies.
+@asynccontextmanager
+async def serve(api: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: `startup`, then the broker (connected, topology declared,
+    consumers started; a failure fails the startup), stopped first at shutdown."""
+    broker: RabbitBroker = api.state.broker
+    async with startup(api):
+        await broker.connect()
+        try:
+            await declare_topology(broker, api.state.settings.codex_shards)
+            await broker.start()
+            api.state.log_shipper.start()
+            yield
+        finally:
+            await broker.stop()
 
-    Built with faststream's FastAPI integration. Everything the dependencies need is
-    on `app.state`, so one process may hold several apps (the tests do).
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app: FastAPI routes, and the AMQP subscribers run by its lifespan.
+
+    The subscribers are the broker's own (FastStream's), not wrapped by faststream's
+    FastAPI integration: they take their message only (`events.build_router`), and
+    that wrapping ran FastAPI's dependency resolution for every message. Everything
+    the routes need is on `app.state`, so one process may hold several apps (the
+    tests do).
     """
     settings = settings or Settings()
     configure_logging("api", level=settings.log_level, json=settings.log_json)
@@ -146,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api = FastAPI(
         title="MoonMind Spec Workflow",
         version="0.1.0",
-        lifespan=startup,
+        lifespan=serve,
         # Every endpoint but health needs a token in token mode: no anonymous docs.
         openapi_url=None if token_mode else "/openapi.json",
         docs_url=None if token_mode else "/docs",
@@ -157,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
     api.state.keyring = keyring
     api.state.internal_token = internal_token
     api.state.log_shipper = shipper
+    api.state.broker = broker
     api.state.fast_path = fast_path
     # Answers from memory only once `startup`'s watcher listens for token changes.
     api.state.token_cache = (
@@ -195,12 +215,11 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
             status_code=200 if ready else 503,
         )
 
-    async def connect(b: Any) -> None:
-        await b.connect()
-        await declare_topology(b, settings.codex_shards)
-        await b.start()
-        shipper.start()
+    return api
 
-    return FastStreamAPI(
-        broker, application=api, safe_connection=True, connection_hook=connect
-    )
+
+def asyncapi(settings: Settings | None = None) -> FastStream:
+    """The app's AMQP side as a FastStream application: what `faststream docs gen`
+    documents (`scripts/asyncapi.sh`). Never started."""
+    broker: RabbitBroker = create_app(settings).state.broker
+    return FastStream(broker)

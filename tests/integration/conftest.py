@@ -14,7 +14,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from faststream_fastapi import FastStreamAPI
 
 from services.api.db import Database
 from services.api.main import create_app
@@ -70,7 +69,7 @@ def canary() -> CanaryAudit:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def app(settings: Settings, canary: CanaryAudit) -> FastStreamAPI:
+async def app(settings: Settings, canary: CanaryAudit) -> FastAPI:
     """The API app (routes and AMQP consumers) on a migrated database; not started."""
     await prepare_database(str(settings.database_url))
     application = create_app(settings)
@@ -79,18 +78,14 @@ async def app(settings: Settings, canary: CanaryAudit) -> FastStreamAPI:
 
 
 @pytest.fixture(scope="session")
-def fastapi_app(app: FastStreamAPI) -> FastAPI:
-    """The FastAPI half, for dependency overrides.
-
-    faststream-fastapi has no public accessor for it.
-    """
-    application: FastAPI = app._application
-    return application
+def fastapi_app(app: FastAPI) -> FastAPI:
+    """The session app, by the name the dependency-override tests use."""
+    return app
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def api(
-    settings: Settings, app: FastStreamAPI, canary: CanaryAudit, artifacts_root: Path
+    settings: Settings, app: FastAPI, canary: CanaryAudit, artifacts_root: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API app with its consumers started, plus a running relay.
 
@@ -133,7 +128,7 @@ def token_settings(settings: Settings) -> Settings:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def token_app(
     token_settings: Settings, api: httpx.AsyncClient, canary: CanaryAudit
-) -> AsyncIterator[FastStreamAPI]:
+) -> AsyncIterator[FastAPI]:
     """A second app in token mode, HTTP only: its consumers are not started (the
     session app's consumers and relay carry its runs). Its token cache is on, as
     in production: a token change reaches it by NOTIFY, milliseconds later."""
@@ -146,7 +141,7 @@ async def token_app(
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def token_api(
-    token_app: FastStreamAPI, canary: CanaryAudit
+    token_app: FastAPI, canary: CanaryAudit
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The token-mode app's HTTP client."""
     async with httpx.AsyncClient(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import pytest_asyncio
-from faststream_fastapi import FastStreamAPI
+from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from services.api import accounts
@@ -64,7 +64,7 @@ async def bob(database: Database) -> User:
 
 def every_route(settings: Settings) -> list[tuple[str, str]]:
     """(method, path template) of every operation in the token-mode app's OpenAPI."""
-    schema = create_app(settings)._application.openapi()
+    schema = create_app(settings).openapi()
     return sorted(
         (method.upper(), path)
         for path, operations in schema["paths"].items()
@@ -204,10 +204,10 @@ async def refused_soon(
 
 
 async def test_revoked_and_expired_tokens_are_refused(
-    token_api: httpx.AsyncClient, token_app: FastStreamAPI, database: Database
+    token_api: httpx.AsyncClient, token_app: FastAPI, database: Database
 ) -> None:
     """Through the session token app's cache (on, as in production)."""
-    cache: TokenCache = token_app._application.state.token_cache
+    cache: TokenCache = token_app.state.token_cache
     revoked = await new_user(database)
     assert (await token_api.get(RUNS, headers=revoked.headers)).status_code == 200
     assert accounts.hash_token(revoked.token) in cache.entries

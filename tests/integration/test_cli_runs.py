@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from faststream_fastapi import FastStreamAPI
+from fastapi import FastAPI
 from rich.console import Console
 
 from services.api import accounts
@@ -41,7 +41,7 @@ CLI = Path(sys.executable).with_name("spec-workflow")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def http_api(app: FastStreamAPI, api: httpx.AsyncClient) -> AsyncIterator[str]:
+async def http_api(app: FastAPI, api: httpx.AsyncClient) -> AsyncIterator[str]:
     """The session app over real HTTP (its consumers and relay run via `api`)."""
     del api
     async with serving(app) as base_url:
@@ -172,7 +172,7 @@ async def test_the_token_reaches_a_token_mode_api(
     tmp_path: Path,
 ) -> None:
     del api  # the session app migrated the database
-    app: FastStreamAPI = create_app(token_settings)
+    app: FastAPI = create_app(token_settings)
     attach_capture(canary)  # create_app reconfigured logging
     async with database.new_session() as session, session.begin():
         user = await accounts.create_user(session, f"u-{uuid.uuid4().hex[:8]}@x.io")

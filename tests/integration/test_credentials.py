@@ -211,16 +211,15 @@ async def fresh_api(
         overrides = {"database_url": fresh.database_url, **env}
         app = create_app(settings.model_copy(update=overrides))
         attach_capture(canary)
-        fastapi: FastAPI = app._application
         async with (
-            startup(fastapi),
+            startup(app),
             httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app),
                 base_url="http://fresh",
                 event_hooks={"response": [canary.record_response]},
             ) as client,
         ):
-            yield client, fastapi
+            yield client, app
 
 
 async def internal_secrets(

@@ -115,7 +115,7 @@ async def test_token_check_during_an_outage_is_a_503(token_settings: Settings) -
                 RUNS, headers={"Authorization": f"Bearer {accounts.new_token()}"}
             )
     finally:
-        await app._application.state.database.dispose()
+        await app.state.database.dispose()
 
     assert response.status_code == 503, response.text
     assert response.json()["detail"]["code"] == "database_unavailable"

@@ -185,7 +185,7 @@ def body_for(row: Row, caller: str) -> Any:
 
 
 async def test_every_route_has_a_row(world: World) -> None:
-    served = route_table(world.sandbox.token_app._application)
+    served = route_table(world.sandbox.token_app)
     missing = sorted(served - MATRIX.keys())
     stale = sorted(MATRIX.keys() - served)
     assert not missing, f"routes without a row in MATRIX: {missing}"
@@ -247,7 +247,7 @@ async def test_disabled_mode_opens_every_route_but_internal(world: World) -> Non
     """AUTH_MODE=disabled: no route asks for a user token (every request is the
     default user); /internal still takes only the service token."""
     sandbox = world.sandbox
-    served = route_table(sandbox.app._application)
+    served = route_table(sandbox.app)
     assert served - DOCS == MATRIX.keys(), "the two modes serve the same API"
     for method, path in sorted(served):
         if path.startswith("/internal/"):

@@ -79,7 +79,7 @@ async def _runs(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(sandbox: Sandbox) -> World:
-    schema = load_schema(sandbox.token_app._application.openapi())
+    schema = load_schema(sandbox.token_app.openapi())
     user = await sandbox.new_user()
     return World(
         schema,
@@ -175,7 +175,7 @@ async def test_fuzz_refused_callers_get_no_data(
 async def test_openapi_documents_the_error_shape_we_send(sandbox: Sandbox) -> None:
     """Regression: every 422 was documented as FastAPI's `{"detail": [...]}` while
     the API answers `{"detail": {"code", "message", "errors"}}`."""
-    document = sandbox.token_app._application.openapi()
+    document = sandbox.token_app.openapi()
     assert "HTTPValidationError" not in str(document)
     create = document["paths"]["/api/workflows/speckit/runs"]["post"]["responses"]
     for status in ("422", "default"):

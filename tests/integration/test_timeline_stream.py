@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from faststream_fastapi import FastStreamAPI
+from fastapi import FastAPI
 
 from services.api import accounts
 from services.api.db import Database
@@ -34,7 +34,7 @@ class Frame:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def http_api(app: FastStreamAPI, api: httpx.AsyncClient) -> AsyncIterator[str]:
+async def http_api(app: FastAPI, api: httpx.AsyncClient) -> AsyncIterator[str]:
     """The session app over real HTTP (its consumers and relay run via `api`)."""
     del api
     async with serving(app) as base_url:

@@ -241,7 +241,7 @@ async def test_a_token_mode_app_checks_tokens_through_its_cache(
     async with (
         caching_tokens(app) as cache,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app._application),
+            transport=httpx.ASGITransport(app=app),
             base_url="http://cached",
         ) as client,
     ):

@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from faststream_fastapi import FastStreamAPI
 from starlette.types import ASGIApp
 
+from services.api.main import startup
 from services.api.tokencache import TokenCache
 
 
@@ -54,13 +54,12 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:  
 
 
 @asynccontextmanager
-async def caching_tokens(app: FastStreamAPI) -> AsyncIterator[TokenCache]:
-    """A token-mode app's FastAPI lifespan only (the default user, the token
-    watcher; not its broker or consumers), entered once its cache is live: its
-    token checks answer as in production, from memory between changes."""
-    fastapi_app: FastAPI = app._application
-    cache: TokenCache | None = fastapi_app.state.token_cache
+async def caching_tokens(app: FastAPI) -> AsyncIterator[TokenCache]:
+    """A token-mode app's `startup` only (the default user, the token watcher; not
+    its broker or consumers), entered once its cache is live: its token checks
+    answer as in production, from memory between changes."""
+    cache: TokenCache | None = app.state.token_cache
     assert cache is not None, "not a token-mode app, or TOKEN_CACHE_SECONDS=0"
-    async with fastapi_app.router.lifespan_context(fastapi_app):
+    async with startup(app):
         await until(lambda: cache.live)
         yield cache

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from faststream_fastapi import FastStreamAPI
+from fastapi import FastAPI
 
 from services.api import accounts
 from services.api.db import Database
@@ -63,10 +63,10 @@ class Sandbox:
     settings: Settings  # disabled mode
     token_settings: Settings
     database: Database
-    app: FastStreamAPI  # disabled mode, started
+    app: FastAPI  # disabled mode, started
     api: httpx.AsyncClient  # disabled mode: every request is the default user
     token_api: httpx.AsyncClient  # token mode, HTTP only
-    token_app: FastStreamAPI
+    token_app: FastAPI
     stages: StageHarness
 
     async def new_user(self, ttl: timedelta | None = None) -> Principal:
@@ -103,8 +103,7 @@ async def open_sandbox(
         stages = StageHarness(infra.rabbitmq_url, shards, artifacts_root)
         hooks = {"response": [canary.record_response]}
         # Connected, never started: /readyz answers, no second set of consumers.
-        # (faststream-fastapi has no public accessor for an app's broker.)
-        token_broker = token_app._brokers[0]
+        token_broker = token_app.state.broker
         async with lifespan(app), caching_tokens(token_app):
             await token_broker.connect()
             await relay_broker.connect()
