@@ -77,12 +77,6 @@ async def app(settings: Settings, canary: CanaryAudit) -> FastAPI:
     return application
 
 
-@pytest.fixture(scope="session")
-def fastapi_app(app: FastAPI) -> FastAPI:
-    """The session app, by the name the dependency-override tests use."""
-    return app
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def api(
     settings: Settings, app: FastAPI, canary: CanaryAudit, artifacts_root: Path

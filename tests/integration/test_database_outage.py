@@ -20,7 +20,7 @@ GOOD = {"repository": "acme/shop", "featureKey": "outage-1"}
 
 
 @pytest.fixture
-def dead_database(fastapi_app: FastAPI) -> Iterator[None]:
+def dead_database(app: FastAPI) -> Iterator[None]:
     """Route every request's session to a port where no PostgreSQL listens."""
     dead = Database("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")
 
@@ -31,11 +31,11 @@ def dead_database(fastapi_app: FastAPI) -> Iterator[None]:
     async def unreachable_database() -> Database:
         return dead  # the read routes take the database itself
 
-    fastapi_app.dependency_overrides[get_session] = unreachable
-    fastapi_app.dependency_overrides[database_dep] = unreachable_database
+    app.dependency_overrides[get_session] = unreachable
+    app.dependency_overrides[database_dep] = unreachable_database
     yield
-    fastapi_app.dependency_overrides.pop(get_session)
-    fastapi_app.dependency_overrides.pop(database_dep)
+    app.dependency_overrides.pop(get_session)
+    app.dependency_overrides.pop(database_dep)
 
 
 @pytest.mark.usefixtures("dead_database")
@@ -67,7 +67,7 @@ async def test_database_outage_still_validates_input_first(
 
 
 @pytest.fixture
-def busy_database(fastapi_app: FastAPI, settings: Settings) -> Iterator[Database]:
+def busy_database(app: FastAPI, settings: Settings) -> Iterator[Database]:
     """Route every request's session to a pool of one connection, no overflow, and a
     short wait for it (the API's own waits 30 s)."""
     busy = Database(
@@ -81,11 +81,11 @@ def busy_database(fastapi_app: FastAPI, settings: Settings) -> Iterator[Database
     async def pooled_database() -> Database:
         return busy
 
-    fastapi_app.dependency_overrides[get_session] = pooled
-    fastapi_app.dependency_overrides[database_dep] = pooled_database
+    app.dependency_overrides[get_session] = pooled
+    app.dependency_overrides[database_dep] = pooled_database
     yield busy
-    fastapi_app.dependency_overrides.pop(get_session)
-    fastapi_app.dependency_overrides.pop(database_dep)
+    app.dependency_overrides.pop(get_session)
+    app.dependency_overrides.pop(database_dep)
 
 
 async def test_a_pool_that_stays_busy_is_a_503(

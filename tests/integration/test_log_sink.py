@@ -25,10 +25,10 @@ from tests.support.api import RUNS, wait_for
 LOGS = "/api/logs"
 
 
-def attach(fastapi_app: FastAPI) -> LogShipper:
+def attach(app: FastAPI) -> LogShipper:
     """The session app's shipper, re-attached: later `create_app` calls (token_api,
     every_route) reconfigure logging, which removes every sink."""
-    shipper: LogShipper = fastapi_app.state.log_shipper
+    shipper: LogShipper = app.state.log_shipper
     shipper.attach()
     return shipper
 
@@ -66,9 +66,9 @@ def emit(run_id: str | None, marker: str, *, queue: str = "codex-7") -> None:
 
 
 async def test_records_are_stored_and_queried(
-    api: httpx.AsyncClient, fastapi_app: FastAPI
+    api: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    attach(fastapi_app)
+    attach(app)
     run_id = str(uuid.uuid4())
     emit(run_id, "query")
 
@@ -182,7 +182,7 @@ async def test_retention_deletes_old_rows(
 
 @pytest.mark.usefixtures("stages")
 async def test_token_mode_shows_only_the_callers_runs(
-    token_api: httpx.AsyncClient, fastapi_app: FastAPI, database: Database
+    token_api: httpx.AsyncClient, app: FastAPI, database: Database
 ) -> None:
     alice, bob = await new_user(database), await new_user(database)
     created = await token_api.post(
@@ -193,7 +193,7 @@ async def test_token_mode_shows_only_the_callers_runs(
     assert created.status_code == 202, created.text
     run_id = created.json()["id"]
     await wait_for(token_api, run_id, headers=alice.headers)
-    attach(fastapi_app)
+    attach(app)
     marker = f"token-{uuid.uuid4().hex[:8]}"
     emit(run_id, marker)
     emit(None, marker)  # no run: nobody sees it in token mode

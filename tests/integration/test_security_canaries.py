@@ -220,11 +220,11 @@ async def evidence(
     api: httpx.AsyncClient,
     stages: StageHarness,
     database: Database,
-    fastapi_app: FastAPI,
+    app: FastAPI,
     settings: Settings,
 ) -> Evidence:
     del api  # the session stack: its consumers and relay carry the token app's runs
-    shipper: LogShipper = fastapi_app.state.log_shipper
+    shipper: LogShipper = app.state.log_shipper
     shipper.attach(level="DEBUG")  # later create_app calls removed it; ship it all
     try:
         async with wiretap(str(settings.rabbitmq_url)) as tapped:
